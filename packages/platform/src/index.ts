@@ -1,0 +1,2 @@
+export * from './object-store.ts';
+export { LocalFolderStore } from './local-folder-store.ts';

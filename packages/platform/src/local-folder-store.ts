@@ -1,0 +1,93 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
+import { type ObjectStat, type ObjectStore, ObjectNotFoundError, assertSafeKey } from './object-store.ts';
+
+/** The embedded object store: one file per object under a root folder; metadata in a sidecar. */
+export class LocalFolderStore implements ObjectStore {
+  constructor(readonly root: string) {}
+
+  private path(key: string): string {
+    assertSafeKey(key);
+    return join(this.root, ...key.split('/'));
+  }
+
+  async put(key: string, data: Uint8Array, options: { metadata?: Record<string, string> } = {}): Promise<void> {
+    const target = this.path(key);
+    await mkdir(dirname(target), { recursive: true });
+    // Write to a temporary name and rename: a crash never leaves a partial object under the real key.
+    const tmp = `${target}.tmp-${randomBytes(6).toString('hex')}`;
+    try {
+      if (options.metadata && Object.keys(options.metadata).length > 0) {
+        await writeFile(`${tmp}.meta`, JSON.stringify(options.metadata));
+        await rename(`${tmp}.meta`, `${target}.meta~`);
+      } else {
+        await rm(`${target}.meta~`, { force: true });
+      }
+      await writeFile(tmp, data);
+      await rename(tmp, target);
+    } finally {
+      await rm(tmp, { force: true });
+      await rm(`${tmp}.meta`, { force: true });
+    }
+  }
+
+  async get(key: string): Promise<Buffer> {
+    try {
+      return await readFile(this.path(key));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new ObjectNotFoundError(key, this.root);
+      throw error;
+    }
+  }
+
+  async stat(key: string): Promise<ObjectStat | undefined> {
+    const path = this.path(key);
+    try {
+      const info = await stat(path);
+      if (!info.isFile()) return undefined;
+      let metadata: Record<string, string> = {};
+      try {
+        metadata = JSON.parse(await readFile(`${path}.meta~`, 'utf8')) as Record<string, string>;
+      } catch {
+        metadata = {};
+      }
+      return { size: info.size, metadata };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw error;
+    }
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    const keys: string[] = [];
+    const walk = async (dir: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw error;
+      }
+      for (const entry of entries) {
+        const full = join(dir, entry.name);
+        if (entry.isDirectory()) await walk(full);
+        else if (!entry.name.endsWith('.meta~') && !entry.name.includes('.tmp-')) {
+          keys.push(relative(this.root, full).split(sep).join('/'));
+        }
+      }
+    };
+    await walk(this.root);
+    return keys.filter((key) => key.startsWith(prefix)).sort();
+  }
+
+  async delete(key: string): Promise<void> {
+    const path = this.path(key);
+    await rm(path, { force: true });
+    await rm(`${path}.meta~`, { force: true });
+  }
+
+  describe(key: string): string {
+    return join(this.root, ...key.split('/'));
+  }
+}

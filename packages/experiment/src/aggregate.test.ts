@@ -1,0 +1,146 @@
+import { describe, expect, it } from 'vitest';
+import { aggregate } from './aggregate.ts';
+import type { SweepPlan } from './cells.ts';
+import { expandGrid } from './grid.ts';
+import { validateSpec } from './spec.ts';
+import { syntheticResults } from './test-fixtures.ts';
+
+function twoSeedPlan(): SweepPlan {
+  return expandGrid(
+    validateSpec({
+      name: 'agg',
+      dataset: { kind: 'mnist' },
+      arms: ['baseA', 'baseB', 'BnB', 'BnB+', 'AnB', 'AnB+', 'AnA', 'BnA', 'BnA+'],
+      layers: [1, 3],
+      repeats: 2,
+      base: { maxEpochs: 30 },
+    }),
+  );
+}
+
+// Hand-picked so every difference is easy to check: seed 2 is seed 1 plus 0.02 except where noted.
+const SCORES: Record<string, number> = {
+  'baseB seed=1': 0.6,
+  'baseB seed=2': 0.62,
+  'BnB n=1 seed=1': 0.59,
+  'BnB n=1 seed=2': 0.61,
+  'BnB n=3 seed=1': 0.55,
+  'BnB n=3 seed=2': 0.59,
+  'AnB n=1 seed=1': 0.58,
+  'AnB n=1 seed=2': 0.6,
+  'AnB n=3 seed=1': 0.5,
+  'AnB n=3 seed=2': 0.52,
+  'AnB+ n=1 seed=1': 0.61,
+  'AnB+ n=1 seed=2': 0.64,
+  'AnB+ n=3 seed=1': 0.62,
+  'AnB+ n=3 seed=2': 0.64,
+  'BnB+ n=1 seed=1': 0.6,
+  'BnB+ n=1 seed=2': 0.62,
+  'BnB+ n=3 seed=1': 0.6,
+  'BnB+ n=3 seed=2': 0.62,
+  'baseA seed=1': 0.7,
+  'baseA seed=2': 0.7,
+  'AnA n=1 seed=1': 0.69,
+  'AnA n=1 seed=2': 0.69,
+  'AnA n=3 seed=1': 0.68,
+  'AnA n=3 seed=2': 0.68,
+  'BnA n=1 seed=1': 0.66,
+  'BnA n=1 seed=2': 0.66,
+  'BnA n=3 seed=1': 0.6,
+  'BnA n=3 seed=2': 0.6,
+  'BnA+ n=1 seed=1': 0.71,
+  'BnA+ n=1 seed=2': 0.71,
+  'BnA+ n=3 seed=1': 0.71,
+  'BnA+ n=3 seed=2': 0.72,
+};
+const score = (cell: { name: string }): number => SCORES[cell.name]!;
+const T1 = 12.706204736; // t(0.975, 1)
+
+describe('aggregate', () => {
+  it('summarises each arm and n over seeds', () => {
+    const agg = aggregate(twoSeedPlan(), syntheticResults(twoSeedPlan(), { score }));
+    expect(agg.targets).toEqual(['B', 'A']);
+    expect(agg.layers).toEqual([1, 3]);
+    const bnb3 = agg.points.find((p) => p.arm === 'BnB' && p.n === 3)!;
+    expect(bnb3.values).toEqual([0.55, 0.59]);
+    expect(bnb3.seeds).toEqual([1, 2]);
+    expect(bnb3.mean).toBeCloseTo(0.57, 12);
+    // sd of [0.55, 0.59] = 0.02 * sqrt(2); half-width = t * sd / sqrt(2) = t * 0.02
+    expect(bnb3.ci95).toBeCloseTo(T1 * 0.02, 9);
+    const baseB = agg.bases.find((b) => b.arm === 'baseB')!;
+    expect(baseB).toMatchObject({ target: 'B', count: 2, values: [0.6, 0.62], implicit: false });
+    expect(baseB.mean).toBeCloseTo(0.61, 12);
+  });
+
+  it('splits the drop into co-adaptation and specificity, paired by seed', () => {
+    const agg = aggregate(twoSeedPlan(), syntheticResults(twoSeedPlan(), { score }));
+    const b3 = agg.decomposition.find((row) => row.target === 'B' && row.n === 3)!;
+    expect(b3.arms).toEqual({ base: 'baseB', selffer: 'BnB', transfer: 'AnB', transferFineTuned: 'AnB+' });
+    // co-adaptation = baseB - BnB: seed 1 0.05, seed 2 0.03
+    expect(b3.coAdaptation!.values[0]).toBeCloseTo(0.05, 12);
+    expect(b3.coAdaptation!.values[1]).toBeCloseTo(0.03, 12);
+    expect(b3.coAdaptation!.mean).toBeCloseTo(0.04, 12);
+    expect(b3.coAdaptation!.ci95).toBeCloseTo(T1 * 0.01, 9);
+    // specificity = BnB - AnB: 0.05, 0.07
+    expect(b3.specificity!.mean).toBeCloseTo(0.06, 12);
+    // boost = AnB+ - baseB: 0.02, 0.02 -> no spread
+    expect(b3.boost!.mean).toBeCloseTo(0.02, 12);
+    expect(b3.boost!.ci95).toBeCloseTo(0, 12);
+
+    // the reverse direction, target A: baseA, AnA, BnA, BnA+
+    const a3 = agg.decomposition.find((row) => row.target === 'A' && row.n === 3)!;
+    expect(a3.arms).toEqual({ base: 'baseA', selffer: 'AnA', transfer: 'BnA', transferFineTuned: 'BnA+' });
+    expect(a3.coAdaptation!.mean).toBeCloseTo(0.02, 12);
+    expect(a3.specificity!.mean).toBeCloseTo(0.08, 12);
+    expect(a3.boost!.mean).toBeCloseTo(0.015, 12);
+  });
+
+  it('pairs only seeds present on both sides', () => {
+    const p = twoSeedPlan();
+    const results = syntheticResults(p, { score, skip: (cell) => cell.name === 'BnB n=3 seed=2' });
+    const b3 = aggregate(p, results).decomposition.find((row) => row.target === 'B' && row.n === 3)!;
+    expect(b3.coAdaptation).toMatchObject({ seeds: [1], count: 1, ci95: null });
+    expect(b3.coAdaptation!.mean).toBeCloseTo(0.05, 12);
+  });
+
+  it('warns about base nets still improving, and about missing cells', () => {
+    const p = twoSeedPlan();
+    const results = syntheticResults(p, {
+      score,
+      skip: (cell) => cell.name === 'AnB n=1 seed=2',
+      stillImproving: (cell) => cell.name === 'baseA seed=1',
+    });
+    const { warnings, cells, summary } = aggregate(p, results);
+    expect(warnings[0]).toMatch(
+      /^baseA seed=1 was still improving when it stopped at epoch 30\/30: raise base\.maxEpochs/,
+    );
+    expect(warnings.some((w) => w.startsWith('1 of 32 cells have no result yet: AnB n=1 seed=2'))).toBe(true);
+    expect(cells.find((row) => row.name === 'AnB n=1 seed=2')!.status).toBe('missing');
+    expect(summary).toMatchObject({ cells: 32, finished: 31, missing: 1, seeds: [1, 2], seconds: 31 * 60 });
+    expect(summary.backends).toEqual([{ backend: 'wasm', cells: 31, seconds: 31 * 60, imagesPerSecond: 96 }]);
+  });
+
+  it('warns when a selffer clearly beats its base net', () => {
+    const p = twoSeedPlan();
+    const inflated = (cell: { name: string }): number =>
+      cell.name.startsWith('BnB n=1') ? score(cell) + 0.05 : score(cell);
+    const { warnings } = aggregate(p, syntheticResults(p, { score: inflated }));
+    expect(warnings.some((w) => w.startsWith('BnB n=1 (') && w.includes('beats baseB'))).toBe(true);
+  });
+
+  it('rescores from the validation history with the sweep k', () => {
+    const p = expandGrid(
+      validateSpec({ name: 'k', dataset: { kind: 'mnist' }, arms: ['baseB'], training: { scoreTopK: 2 } }),
+    );
+    const [result] = syntheticResults(p, { score: () => 0.99 });
+    const agg = aggregate(p, [{ ...result!, valTop1History: [0.1, 0.5, 0.3, 0.4] }]);
+    expect(agg.bases[0]!.mean).toBeCloseTo(0.45, 12);
+    expect(agg.warnings).toContain('one repeat per cell: no confidence intervals (set repeats to 2 or more)');
+  });
+
+  it('ignores results of other sweeps, and says so', () => {
+    const p = twoSeedPlan();
+    const stray = { ...syntheticResults(p, { score })[0]!, cellId: 'not-a-cell' };
+    expect(aggregate(p, [stray]).warnings).toContain('1 results belong to no cell of this sweep and were ignored');
+  });
+});

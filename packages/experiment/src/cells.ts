@@ -1,0 +1,119 @@
+import type { NetSpec, SweepDataset, SweepSplit, TrainingSpec } from './spec.ts';
+
+export type Half = 'A' | 'B';
+export type CellKind = 'base' | 'transfer' | 'random';
+export type TransferMode = 'frozen' | 'fine-tuned';
+
+/** Figure 2's lines, in the order the paper introduces them (B as target first). */
+export const ALL_ARMS = [
+  'baseA',
+  'baseB',
+  'BnB',
+  'BnB+',
+  'AnB',
+  'AnB+',
+  'AnA',
+  'AnA+',
+  'BnA',
+  'BnA+',
+  'RnB',
+  'RnA',
+] as const;
+export type Arm = (typeof ALL_ARMS)[number];
+
+export type ArmInfo =
+  | { arm: Arm; kind: 'base'; target: Half }
+  | { arm: Arm; kind: 'transfer'; target: Half; source: Half; mode: TransferMode }
+  | { arm: Arm; kind: 'random'; target: Half; mode: 'frozen' };
+
+export function isArm(text: string): text is Arm {
+  return (ALL_ARMS as readonly string[]).includes(text);
+}
+
+/** `AnB+` -> copied from baseA, trained on B, fine-tuned; `RnB` -> random frozen layers, target B. */
+export function parseArm(text: string): ArmInfo {
+  if (!isArm(text)) throw new Error(`unknown arm '${text}' (expected one of ${ALL_ARMS.join(', ')})`);
+  const base = /^base([AB])$/.exec(text);
+  if (base) return { arm: text, kind: 'base', target: base[1] as Half };
+  const random = /^Rn([AB])$/.exec(text);
+  if (random) return { arm: text, kind: 'random', target: random[1] as Half, mode: 'frozen' };
+  const transfer = /^([AB])n([AB])(\+?)$/.exec(text);
+  if (!transfer) throw new Error(`arm '${text}' has no parse`);
+  return {
+    arm: text,
+    kind: 'transfer',
+    source: transfer[1] as Half,
+    target: transfer[2] as Half,
+    mode: transfer[3] === '+' ? 'fine-tuned' : 'frozen',
+  };
+}
+
+/** The inverse of parseArm, for anything shaped like a cell. */
+export function armOf(cell: {
+  kind: CellKind;
+  target: Half;
+  source?: Half | undefined;
+  mode?: TransferMode | undefined;
+}): Arm {
+  let text: string;
+  if (cell.kind === 'base') text = `base${cell.target}`;
+  else if (cell.kind === 'random') text = `Rn${cell.target}`;
+  else {
+    if (!cell.source) throw new Error('armOf: a transfer cell needs a source half');
+    text = `${cell.source}n${cell.target}${cell.mode === 'fine-tuned' ? '+' : ''}`;
+  }
+  if (!isArm(text)) throw new Error(`armOf: no arm for ${JSON.stringify(cell)}`);
+  return text;
+}
+
+export function baseArmOf(half: Half): Arm {
+  return half === 'A' ? 'baseA' : 'baseB';
+}
+
+export function otherHalf(half: Half): Half {
+  return half === 'A' ? 'B' : 'A';
+}
+
+/** The paper's printed name: `baseB seed=1`, `AnB+ n=3 seed=1`, `RnB n=2 seed=1`. */
+export function cellName(cell: { arm: Arm; n?: number | undefined; seed: number }): string {
+  return cell.n === undefined ? `${cell.arm} seed=${cell.seed}` : `${cell.arm} n=${cell.n} seed=${cell.seed}`;
+}
+
+/** One split of the dataset's classes into halves A and B; content-addressed. */
+export interface SplitTask {
+  id: string;
+  /** The random split's seed; for named groups every repeat shares one split, with seed 1. */
+  seed: number;
+  dataset: SweepDataset;
+  split: SweepSplit;
+}
+
+/** One training run. */
+export interface Cell {
+  id: string;
+  name: string;
+  arm: Arm;
+  kind: CellKind;
+  seed: number;
+  splitId: string;
+  target: Half;
+  /** transfer cells: the half whose base net the first n layers come from */
+  source?: Half;
+  /** transfer and random cells: how many of the 8 learned layers are copied (or random) */
+  n?: number;
+  mode?: TransferMode;
+  /** transfer cells: the base cell whose checkpoint is transplanted */
+  sourceCellId?: string;
+  net: NetSpec;
+  /** effective hyper-parameters: for base cells, `training` with `base` applied */
+  training: TrainingSpec;
+  deps: string[];
+  /** a base cell added only because a requested transfer arm copies from it */
+  implicit?: true;
+}
+
+export interface SweepPlan {
+  splits: SplitTask[];
+  /** topologically ordered: every cell comes after the cells in its deps */
+  cells: Cell[];
+}

@@ -1,0 +1,77 @@
+import { describe, expect, it } from 'vitest';
+import { aggregate } from './aggregate.ts';
+import { renderFigures } from './figures.ts';
+import { expandGrid } from './grid.ts';
+import { buildReport, escapeHtml } from './report.ts';
+import { parseSpec } from './spec.ts';
+import { DEMO_YAML, syntheticResults } from './test-fixtures.ts';
+
+const spec = parseSpec(DEMO_YAML.replace('repeats: 1', 'repeats: 2'), 'demo.yaml');
+const plan = expandGrid(spec);
+
+describe('buildReport', async () => {
+  const results = syntheticResults(plan, {
+    skip: (cell) => cell.name === 'AnB n=7 seed=2',
+    stillImproving: (cell) => cell.name === 'baseB seed=1',
+  });
+  const figures = await renderFigures(aggregate(plan, results));
+  const hostile = '<script>alert(1)</script>';
+  const report = buildReport(
+    plan,
+    results.map((result, i) => (i === 0 ? { ...result, backend: hostile } : result)),
+    { spec, generatedAt: '2025-01-01T00:00:00Z', figures, extra: { [hostile]: hostile, commit: 'abc123' } },
+  );
+
+  it('is one self-contained page with the warnings first and both figures inline', () => {
+    const { html } = report;
+    expect(html.startsWith('<!doctype html>')).toBe(true);
+    expect(html).toContain('<h1>demo-mnist</h1>');
+    expect(html.match(/<svg/g)!.length).toBeGreaterThanOrEqual(2);
+    expect(html).not.toMatch(/<(script|link)\b/i);
+    expect(html).not.toMatch(/\bsrc="http/);
+    const warnings = html.indexOf('<h2>Warnings</h2>');
+    expect(warnings).toBeGreaterThan(0);
+    expect(warnings).toBeLessThan(html.indexOf('<h2>Figure 2</h2>'));
+    expect(html).toContain('baseB seed=1 was still improving');
+    expect(html).toContain('1 of 60 cells have no result yet: AnB n=7 seed=2');
+    expect(html).toContain('fragile co-adaptation (baseB − BnB)');
+    expect(html).toContain('AnB+ n=3 seed=2');
+  });
+
+  it('escapes every piece of text', () => {
+    expect(report.html).not.toContain(hostile);
+    expect(report.html).toContain(escapeHtml(hostile));
+    expect(escapeHtml(`<a href="x">'&'</a>`)).toBe('&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;');
+  });
+
+  it('shows a figure that could run script as an inert image', () => {
+    const bad = buildReport(plan, results, {
+      spec,
+      generatedAt: 'now',
+      figures: { figure2: '<svg><script>alert(1)</script></svg>', figure3: figures.figure3 },
+    });
+    expect(bad.html).not.toMatch(/<script/i);
+    expect(bad.html).toContain('<img alt="Figure 2" src="data:image/svg+xml;base64,');
+  });
+
+  it('writes one CSV row per cell and per arm and n', () => {
+    const cells = report.cellsCsv.trimEnd().split('\n');
+    expect(cells[0]).toBe(
+      'cell_id,name,arm,kind,target,source,n,mode,seed,split_id,implicit,status,score,test_top1,test_top5,epochs,stopped_by,still_improving,seconds,images_per_second,backend',
+    );
+    expect(cells).toHaveLength(1 + plan.cells.length);
+    expect(cells.find((line) => line.includes(',AnB n=7 seed=2,'))).toContain(',missing,');
+    const arms = report.armsCsv.trimEnd().split('\n');
+    // 2 base arms + 4 transfer arms x 7 n
+    expect(arms).toHaveLength(1 + 2 + 4 * 7);
+    expect(arms[1]).toMatch(/^baseA,base,A,,,,/);
+  });
+
+  it('writes JSON with the aggregate, the spec and no NaN', () => {
+    const json = JSON.parse(report.json) as Record<string, unknown>;
+    expect(json).toMatchObject({ report: 'transferlab', name: 'demo-mnist', generatedAt: '2025-01-01T00:00:00Z' });
+    expect((json.cells as unknown[]).length).toBe(plan.cells.length);
+    expect((json.spec as { name: string }).name).toBe('demo-mnist');
+    expect(report.json).not.toContain('NaN');
+  });
+});

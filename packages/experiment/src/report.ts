@@ -1,0 +1,387 @@
+import { aggregate } from './aggregate.ts';
+import type { Aggregate, CellResult, CellRow, PairedSummary } from './aggregate.ts';
+import type { Half, SweepPlan } from './cells.ts';
+import type { SweepSpec } from './spec.ts';
+import type { Summary } from './stats.ts';
+
+export interface ReportOptions {
+  spec: SweepSpec;
+  /** ISO timestamp; passed in so the same inputs give the same report */
+  generatedAt: string;
+  figures: { figure2: string; figure3: string };
+  /** free-form facts for the header (host, commit, command line) */
+  extra?: Record<string, string>;
+}
+
+export interface Report {
+  json: string;
+  cellsCsv: string;
+  armsCsv: string;
+  html: string;
+}
+
+/** Bumped when the JSON report changes shape. */
+const REPORT_VERSION = 1;
+
+export function buildReport(plan: SweepPlan, results: readonly CellResult[], options: ReportOptions): Report {
+  const agg = aggregate(plan, results);
+  return {
+    json: reportJson(agg, options),
+    cellsCsv: cellsCsv(agg),
+    armsCsv: armsCsv(agg),
+    html: reportHtml(agg, options),
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// JSON and CSV
+
+function reportJson(agg: Aggregate, options: ReportOptions): string {
+  const body = {
+    report: 'transferlab',
+    version: REPORT_VERSION,
+    name: options.spec.name,
+    generatedAt: options.generatedAt,
+    extra: options.extra ?? {},
+    summary: agg.summary,
+    warnings: agg.warnings,
+    targets: agg.targets,
+    layers: agg.layers,
+    arms: agg.arms,
+    bases: agg.bases,
+    points: agg.points,
+    decomposition: agg.decomposition,
+    cells: agg.cells,
+    spec: options.spec,
+  };
+  // NaN (a mean of nothing) has no JSON form; null says "no value" honestly.
+  return `${JSON.stringify(body, (_key, value: unknown) => (typeof value === 'number' && !Number.isFinite(value) ? null : value), 2)}\n`;
+}
+
+function csvField(value: unknown): string {
+  if (value === undefined || value === null) return '';
+  if (typeof value === 'number') return Number.isFinite(value) ? String(value) : '';
+  const text = String(value);
+  return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+function csv(header: readonly string[], rows: readonly unknown[][]): string {
+  return [header, ...rows].map((row) => row.map(csvField).join(',')).join('\n') + '\n';
+}
+
+function cellsCsv(agg: Aggregate): string {
+  const header = [
+    'cell_id',
+    'name',
+    'arm',
+    'kind',
+    'target',
+    'source',
+    'n',
+    'mode',
+    'seed',
+    'split_id',
+    'implicit',
+    'status',
+    'score',
+    'test_top1',
+    'test_top5',
+    'epochs',
+    'stopped_by',
+    'still_improving',
+    'seconds',
+    'images_per_second',
+    'backend',
+  ];
+  const rows = agg.cells.map((row) => [
+    row.id,
+    row.name,
+    row.arm,
+    row.kind,
+    row.target,
+    row.source,
+    row.n,
+    row.mode,
+    row.seed,
+    row.splitId,
+    row.implicit,
+    row.status,
+    row.score,
+    row.result?.testTop1,
+    row.result?.testTop5,
+    row.result?.epochs,
+    row.result?.stoppedBy,
+    row.result?.stillImproving,
+    row.result?.seconds,
+    row.result?.imagesPerSecond,
+    row.result?.backend,
+  ]);
+  return csv(header, rows);
+}
+
+function armsCsv(agg: Aggregate): string {
+  const header = [
+    'arm',
+    'kind',
+    'target',
+    'source',
+    'mode',
+    'n',
+    'mean',
+    'ci95',
+    'sd',
+    'min',
+    'max',
+    'count',
+    'seeds',
+    'values',
+  ];
+  const rows: unknown[][] = [
+    ...agg.bases.map((b) => [
+      b.arm,
+      'base',
+      b.target,
+      '',
+      '',
+      '',
+      b.mean,
+      b.ci95,
+      b.sd,
+      b.min,
+      b.max,
+      b.count,
+      b.seeds.join(' '),
+      b.values.join(' '),
+    ]),
+    ...agg.points.map((p) => [
+      p.arm,
+      p.kind,
+      p.target,
+      p.source,
+      p.mode,
+      p.n,
+      p.mean,
+      p.ci95,
+      p.sd,
+      p.min,
+      p.max,
+      p.count,
+      p.seeds.join(' '),
+      p.values.join(' '),
+    ]),
+  ];
+  return csv(header, rows);
+}
+
+// ---------------------------------------------------------------------------------------
+// HTML
+
+export function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+}
+
+const esc = escapeHtml;
+
+function fmt(value: number | null | undefined, digits = 4): string {
+  return value === null || value === undefined || !Number.isFinite(value) ? '–' : value.toFixed(digits);
+}
+
+function meanCi(summary: Pick<Summary, 'mean' | 'ci95' | 'count'> | null | undefined, signed = false): string {
+  if (!summary || summary.count === 0) return '–';
+  const mean = signed && summary.mean > 0 ? `+${fmt(summary.mean)}` : fmt(summary.mean);
+  const ci = summary.ci95 === null ? '' : ` ± ${fmt(summary.ci95)}`;
+  return `${mean}${ci} <span class="count">(${summary.count})</span>`;
+}
+
+function duration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return '–';
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  return h > 0 ? `${h} h ${m} min` : m > 0 ? `${m} min ${s % 60} s` : `${s} s`;
+}
+
+/**
+ * Figures are inlined so the page stays one file and its text stays searchable; anything
+ * that could run script is shown as an image instead, where browsers never execute it.
+ */
+function figureHtml(svg: string, alt: string): string {
+  const trimmed = svg.trim();
+  const inert = trimmed.startsWith('<svg') && !/<script|<foreignObject|\son[a-z]+\s*=|javascript:/i.test(trimmed);
+  if (inert) return trimmed;
+  return `<img alt="${esc(alt)}" src="data:image/svg+xml;base64,${Buffer.from(trimmed, 'utf8').toString('base64')}">`;
+}
+
+function table(header: readonly string[], rows: readonly string[][], options: { className?: string } = {}): string {
+  const head = `<tr>${header.map((h) => `<th>${esc(h)}</th>`).join('')}</tr>`;
+  const body = rows.map((row) => `<tr>${row.map((cell) => `<td>${cell}</td>`).join('')}</tr>`).join('\n');
+  return `<table${options.className ? ` class="${options.className}"` : ''}><thead>${head}</thead><tbody>\n${body}\n</tbody></table>`;
+}
+
+function armTable(agg: Aggregate, target: Half): string {
+  const arms = agg.arms.filter(
+    (arm) =>
+      agg.bases.some((b) => b.arm === arm && b.target === target) ||
+      agg.points.some((p) => p.arm === arm && p.target === target),
+  );
+  const header = ['arm', 'n = 0 (base)', ...agg.layers.map((n) => `n = ${n}`)];
+  const rows = arms.map((arm) => {
+    const band = agg.bases.find((b) => b.arm === arm);
+    return [
+      `<b>${esc(arm)}</b>`,
+      band ? meanCi(band) : '',
+      ...agg.layers.map((n) => {
+        const point = agg.points.find((p) => p.arm === arm && p.n === n);
+        return point ? meanCi(point) : '';
+      }),
+    ];
+  });
+  return `<h3>Target half ${esc(target)}</h3>\n${table(header, rows, { className: 'num' })}`;
+}
+
+function decompositionTable(agg: Aggregate, target: Half): string {
+  const rows = agg.decomposition.filter((row) => row.target === target);
+  const first = rows[0];
+  if (!first) return '';
+  const { base, selffer, transfer, transferFineTuned } = first.arms;
+  const header = [
+    'n',
+    `fragile co-adaptation (${base} − ${selffer})`,
+    `representation specificity (${selffer} − ${transfer})`,
+    `total drop (${base} − ${transfer})`,
+    `transfer + fine-tuning boost (${transferFineTuned} − ${base})`,
+  ];
+  const total = (a: PairedSummary | null, b: PairedSummary | null): string => {
+    if (!a || !b) return '–';
+    return fmt(a.mean + b.mean);
+  };
+  return `<h3>Target half ${esc(target)}</h3>\n${table(
+    header,
+    rows.map((row) => [
+      String(row.n),
+      meanCi(row.coAdaptation, true),
+      meanCi(row.specificity, true),
+      total(row.coAdaptation, row.specificity),
+      meanCi(row.boost, true),
+    ]),
+    { className: 'num' },
+  )}`;
+}
+
+function cellTable(rows: readonly CellRow[]): string {
+  const header = [
+    'cell',
+    'status',
+    'score',
+    'test top-1',
+    'test top-5',
+    'epochs',
+    'stopped by',
+    'still improving',
+    'time',
+    'img/s',
+    'backend',
+    'id',
+  ];
+  return table(
+    header,
+    rows.map((row) => {
+      const r = row.result;
+      return [
+        `${esc(row.name)}${row.implicit ? ' <span class="count">(implicit)</span>' : ''}`,
+        row.status === 'done' ? 'done' : '<span class="missing">missing</span>',
+        fmt(row.score),
+        fmt(r?.testTop1),
+        fmt(r?.testTop5),
+        r ? esc(String(r.epochs)) : '–',
+        r ? esc(r.stoppedBy) : '–',
+        r ? (r.stillImproving ? '<span class="warn">yes</span>' : 'no') : '–',
+        r ? duration(r.seconds) : '–',
+        fmt(r?.imagesPerSecond, 1),
+        r?.backend !== undefined ? esc(r.backend) : '–',
+        `<code>${esc(row.id)}</code>`,
+      ];
+    }),
+    { className: 'cells' },
+  );
+}
+
+const STYLE = `
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; margin: 2rem auto; max-width: 1400px; padding: 0 1rem; }
+h1 { margin-bottom: 0.2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid #ddd; }
+.meta { color: #555; }
+.warnings { background: #fff6e0; border: 1px solid #e6b84c; padding: 0.6rem 1rem; border-radius: 4px; }
+.warnings li { margin: 0.3rem 0; }
+table { border-collapse: collapse; margin: 0.5rem 0 1rem; }
+th, td { border: 1px solid #ddd; padding: 0.25rem 0.55rem; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; }
+table.num td:not(:first-child) { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.cells td { font-variant-numeric: tabular-nums; white-space: nowrap; }
+.count { color: #888; font-size: 0.85em; } .missing { color: #b2182b; } .warn { color: #b26b00; font-weight: 600; }
+figure { margin: 1rem 0; overflow-x: auto; } svg, figure img { max-width: none; }
+pre { background: #f7f7f7; padding: 0.8rem; overflow-x: auto; }
+`;
+
+function reportHtml(agg: Aggregate, options: ReportOptions): string {
+  const { summary } = agg;
+  const backendRows = summary.backends.map((b) => [
+    esc(b.backend),
+    String(b.cells),
+    duration(b.seconds),
+    fmt(b.imagesPerSecond, 1),
+  ]);
+  const extra = Object.entries(options.extra ?? {}).map(([key, value]) => [`<b>${esc(key)}</b>`, esc(value)]);
+  const warnings =
+    agg.warnings.length === 0
+      ? '<p>No warnings.</p>'
+      : `<ul class="warnings">\n${agg.warnings.map((w) => `<li>${esc(w)}</li>`).join('\n')}\n</ul>`;
+  const decomposition = agg.targets.map((target) => decompositionTable(agg, target)).filter((html) => html !== '');
+  const title = `transferlab report: ${options.spec.name}`;
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${esc(title)}</title>
+<style>${STYLE}</style>
+</head>
+<body>
+<h1>${esc(options.spec.name)}</h1>
+<p class="meta">transferlab report, generated ${esc(options.generatedAt)}.
+${summary.finished} of ${summary.cells} cells finished; seeds ${esc(summary.seeds.join(', ') || '–')};
+${esc(String(options.spec.dataset.kind))} dataset, ${esc(options.spec.net.kind)} net (width ${esc(String(options.spec.net.width))});
+compute time ${duration(summary.seconds)}. Scores are the mean of the ${esc(String(options.spec.training.scoreTopK))} best validation top-1 values of a run, as in Yosinski et al. (2014).</p>
+${backendRows.length > 0 ? table(['backend', 'cells', 'compute time', 'mean images/s'], backendRows, { className: 'num' }) : ''}
+${extra.length > 0 ? table(['', ''], extra) : ''}
+
+<h2>Warnings</h2>
+${warnings}
+
+<h2>Figure 2</h2>
+<figure>${figureHtml(options.figures.figure2, 'Figure 2')}</figure>
+
+<h2>Figure 3</h2>
+<figure>${figureHtml(options.figures.figure3, 'Figure 3')}</figure>
+
+<h2>Top-1 score per arm and n</h2>
+<p class="meta">Mean ± half-width of the 95% confidence interval over repeats (Student t); the number of repeats in brackets.</p>
+${agg.targets.map((target) => armTable(agg, target)).join('\n')}
+
+<h2>Where the performance goes</h2>
+${
+  decomposition.length > 0
+    ? `<p class="meta">Differences paired by seed, then mean ± 95% CI. Positive co-adaptation and specificity are drops; a positive boost is a gain.</p>\n${decomposition.join('\n')}`
+    : '<p>The sweep lacks the arms for the decomposition (base, selffer and transfer for one target half).</p>'
+}
+
+<h2>Cells</h2>
+${cellTable(agg.cells)}
+
+<h2>Sweep spec</h2>
+<details><summary>as parsed, with defaults</summary>
+<pre>${esc(JSON.stringify(options.spec, null, 2))}</pre>
+</details>
+</body>
+</html>
+`;
+}

@@ -5,7 +5,10 @@ import { expect, it } from 'vitest';
 import { LocalFolderStore } from './local-folder-store.ts';
 import { describeObjectStoreContract } from './object-store.contract.ts';
 
-describeObjectStoreContract('local folder', async () => new LocalFolderStore(await mkdtemp(join(tmpdir(), 'tl-store-'))));
+describeObjectStoreContract(
+  'local folder',
+  async () => new LocalFolderStore(await mkdtemp(join(tmpdir(), 'tl-store-'))),
+);
 
 it('leaves no temporary file behind when a write fails', async () => {
   const root = await mkdtemp(join(tmpdir(), 'tl-store-'));

@@ -1,4 +1,4 @@
-import { pino, type Logger } from 'pino';
+import { destination as pinoDestination, pino, type Logger } from 'pino';
 
 export type { Logger };
 
@@ -9,7 +9,7 @@ export type { Logger };
 export function createLogger(name: string, options: { level?: string; destination?: string } = {}): Logger {
   const level = options.level ?? process.env.TRANSFERLAB_LOG_LEVEL ?? 'info';
   const destination = options.destination
-    ? pino.destination({ dest: options.destination, mkdir: true, sync: true })
-    : pino.destination(2);
+    ? pinoDestination({ dest: options.destination, mkdir: true, sync: true })
+    : pinoDestination(2);
   return pino({ name, level, base: { service: name } }, destination);
 }

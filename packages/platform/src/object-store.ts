@@ -22,7 +22,10 @@ export interface ObjectStore {
 }
 
 export class ObjectNotFoundError extends Error {
-  constructor(readonly key: string, where: string) {
+  constructor(
+    readonly key: string,
+    where: string,
+  ) {
     super(`object not found: ${key} (in ${where})`);
     this.name = 'ObjectNotFoundError';
   }

@@ -45,7 +45,9 @@ export async function runDag(
     }
   };
   const ready = (): DagNode[] =>
-    nodes.filter((node) => states.get(node.id) === 'pending' && node.deps.every((dep) => states.get(dep) === 'succeeded'));
+    nodes.filter(
+      (node) => states.get(node.id) === 'pending' && node.deps.every((dep) => states.get(dep) === 'succeeded'),
+    );
 
   for (;;) {
     refreshBlocked();

@@ -136,7 +136,12 @@ export class WorkerPool {
       slot.reserved = false;
       if (busy) {
         const how = signal ? `signal ${signal}` : `exit code ${code}`;
-        busy.reject(new JobFailedError(busy.jobId, `worker process ${child.pid} died with ${how} while running job ${busy.jobId}`));
+        busy.reject(
+          new JobFailedError(
+            busy.jobId,
+            `worker process ${child.pid} died with ${how} while running job ${busy.jobId}`,
+          ),
+        );
       }
       this.release();
     });
@@ -175,7 +180,10 @@ export class WorkerPool {
  * AbortSignal that fires on an interrupt message or SIGINT/SIGTERM.
  */
 export function serveJobs(
-  handler: (payload: unknown, context: { signal: AbortSignal; progress: (progress: unknown) => void }) => Promise<unknown>,
+  handler: (
+    payload: unknown,
+    context: { signal: AbortSignal; progress: (progress: unknown) => void },
+  ) => Promise<unknown>,
 ): void {
   if (!process.send) throw new Error('serveJobs must run in a process forked with an IPC channel');
   const send = (message: FromWorker): void => {

@@ -1,0 +1,121 @@
+import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { type Cell, type SweepSpec, expandGrid, parseSpec } from '@transferlab/experiment';
+import { runLocalSweep, workerCount } from '@transferlab/runner';
+import { type SweepProgress, lineProgress, terminalProgress } from '../progress.ts';
+import { writeReport } from '../report-files.ts';
+
+export interface RunOptions {
+  store: string;
+  out?: string;
+  workers?: number;
+  /** Bars on a terminal, lines otherwise. */
+  progress?: 'bars' | 'lines';
+}
+
+export async function loadSpec(file: string): Promise<{ spec: SweepSpec; specDir: string }> {
+  const path = resolve(file);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    throw new Error(`cannot read the sweep spec ${path}: ${(error as Error).message}`);
+  }
+  return { spec: parseSpec(text, path), specDir: dirname(path) };
+}
+
+const mib = (bytes: number): string => `${Math.round(bytes / 1024 / 1024)} MiB`;
+
+/** `transferlab run SPEC`: the whole sweep on this machine, then its report. Returns the exit code. */
+export async function runSweep(spec: SweepSpec, specDir: string, options: RunOptions): Promise<number> {
+  const plan = expandGrid(spec);
+  const workers = workerCount(spec, options.workers);
+  const outDir = resolve(options.out ?? resolve(options.store, '..', 'reports', spec.name));
+  const totalEpochs = plan.cells.reduce((sum, cell) => sum + cell.training.maxEpochs, 0);
+  const useBars = (options.progress ?? (process.stderr.isTTY ? 'bars' : 'lines')) === 'bars';
+  const progress: SweepProgress = useBars
+    ? terminalProgress({ cells: plan.cells.length, totalEpochs })
+    : lineProgress({ cells: plan.cells.length, totalEpochs });
+  progress.log(
+    `sweep ${spec.name}: ${plan.cells.length} cells over ${plan.splits.length} split(s), ${workers} worker process(es), store ${resolve(options.store)}`,
+  );
+
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSignal = (): void => {
+    interrupts += 1;
+    if (interrupts > 1) process.exit(130);
+    progress.log(
+      'stopping: running cells write a checkpoint and stop; the next run resumes them (Ctrl-C again to quit now)',
+    );
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const started = Date.now();
+  let lastSplitMessage = 0;
+  try {
+    const outcome = await runLocalSweep(spec, {
+      specDir,
+      storeRoot: resolve(options.store),
+      workers,
+      signal: controller.signal,
+      observer: {
+        splitProgress: (message) => {
+          if (Date.now() - lastSplitMessage > 2000) {
+            lastSplitMessage = Date.now();
+            progress.log(message);
+          }
+        },
+        cellStarted: (cell: Cell) => progress.cellStarted(cell.id, cell.name, cell.training.maxEpochs),
+        cellProgress: (cell, p) => progress.cellProgress(cell.id, { ...p, maxEpochs: cell.training.maxEpochs }),
+        cellFinished: (cell, outcome, error) => {
+          if (outcome === 'reused') progress.cellStarted(cell.id, cell.name, cell.training.maxEpochs);
+          progress.cellFinished(cell.id, outcome);
+          if (outcome === 'failed' && error) progress.log(`  ${cell.name}: ${error.message}`);
+        },
+      },
+    });
+    progress.stop();
+    const seconds = (Date.now() - started) / 1000;
+    const trained = outcome.results.filter((result) => outcome.states.get(result.cellId) !== 'reused');
+    const backends = [...new Set(outcome.results.map((result) => result.backend ?? 'unknown'))].join(', ');
+    const { files, warnings } = await writeReport(outDir, {
+      spec,
+      results: outcome.results,
+      extra: {
+        'wall time (this run)': `${seconds.toFixed(1)} s`,
+        'cells trained (this run)': String(trained.length),
+        'cells reused': String(outcome.results.length - trained.length),
+        'worker processes': String(outcome.workers),
+        'peak worker memory (RSS)': mib(outcome.peakWorkerRssBytes),
+        backend: backends,
+      },
+    });
+    for (const warning of warnings) console.log(`warning: ${warning}`);
+    const failed = [...outcome.states.values()].filter((state) => state === 'failed').length;
+    const blocked = [...outcome.states.values()].filter((state) => state === 'blocked').length;
+    console.log(
+      `${outcome.results.length}/${plan.cells.length} cells finished (${trained.length} trained now) in ${seconds.toFixed(1)} s; ` +
+        `peak worker RSS ${mib(outcome.peakWorkerRssBytes)}; backend ${backends}`,
+    );
+    console.log(`report: ${files.find((file) => file.endsWith('index.html'))}`);
+    if (outcome.interrupted) {
+      console.log('interrupted: run the same command again to resume');
+      return 130;
+    }
+    if (failed > 0 || blocked > 0) {
+      for (const [id, error] of outcome.errors) {
+        const cell = plan.cells.find((c) => c.id === id);
+        console.error(`failed: ${cell?.name ?? id}: ${error.message}`);
+      }
+      console.error(`${failed} cell(s) failed, ${blocked} blocked by a failed dependency`);
+      return 1;
+    }
+    return 0;
+  } finally {
+    progress.stop();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}

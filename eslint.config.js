@@ -18,9 +18,18 @@ export default tseslint.config(
         {
           patterns: [
             { group: ['@tensorflow/*'], message: 'packages/experiment is pure logic: no TensorFlow.js.' },
-            { group: ['@grpc/*', 'nats', '@nats-io/*', 'minio'], message: 'packages/experiment is pure logic: no adapters.' },
-            { group: ['@transferlab/platform', '@transferlab/nn', '@transferlab/data'], message: 'packages/experiment imports no other package.' },
-            { group: ['node:fs', 'node:fs/*', 'fs', 'node:net', 'node:http', 'node:child_process'], message: 'packages/experiment does no I/O.' },
+            {
+              group: ['@grpc/*', 'nats', '@nats-io/*', 'minio'],
+              message: 'packages/experiment is pure logic: no adapters.',
+            },
+            {
+              group: ['@transferlab/platform', '@transferlab/nn', '@transferlab/data'],
+              message: 'packages/experiment imports no other package.',
+            },
+            {
+              group: ['node:fs', 'node:fs/*', 'fs', 'node:net', 'node:http', 'node:child_process'],
+              message: 'packages/experiment does no I/O.',
+            },
           ],
         },
       ],

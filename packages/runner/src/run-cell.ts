@@ -28,6 +28,8 @@ export interface CellProgress {
   loss?: number;
   valTop1?: number;
   imagesPerSecond?: number;
+  /** Set on the report that closes an epoch, after its validation. */
+  epochDone?: boolean;
 }
 
 export interface RunCellOptions {
@@ -123,6 +125,7 @@ export async function runCell(
 
     // Train.
     let lastValTop1: number | undefined;
+    let lastImagesPerSecond: number | undefined;
     const result: TrainResult = await train(model, data, {
       learningRate: training.learningRate,
       momentum: training.momentum,
@@ -137,7 +140,8 @@ export async function runCell(
       },
       resume,
       signal: options.signal,
-      onStep: (step) =>
+      onStep: (step) => {
+        lastImagesPerSecond = step.imagesPerSecond;
         options.progress?.({
           phase: 'training',
           epoch: step.epoch + 1,
@@ -147,7 +151,8 @@ export async function runCell(
           loss: step.loss,
           valTop1: lastValTop1,
           imagesPerSecond: step.imagesPerSecond,
-        }),
+        });
+      },
       onEpoch: (record) => {
         lastValTop1 = record.valTop1;
         options.progress?.({
@@ -158,6 +163,8 @@ export async function runCell(
           batchesPerEpoch: data.batchesPerEpoch,
           loss: record.loss,
           valTop1: record.valTop1,
+          imagesPerSecond: lastImagesPerSecond,
+          epochDone: true,
         });
       },
     });

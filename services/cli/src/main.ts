@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // The `transferlab` command. Only parsing and wiring here; the work is in packages/.
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
 import { fetchCommand } from './commands/data.ts';
@@ -56,7 +57,7 @@ program
   .argument('<dir>', 'a report folder written by run or demo')
   .description('redraw a report (figures, tables, HTML) from its stored results')
   .action(async (dir: string) => {
-    const { files, warnings } = await redrawReport(dir);
+    const { files, warnings } = await redrawReport(resolve(dir));
     for (const warning of warnings) console.log(`warning: ${warning}`);
     console.log(`report: ${files.find((file) => file.endsWith('index.html'))}`);
   });

@@ -1,16 +1,7 @@
 import cliProgress from 'cli-progress';
+import type { CellProgress } from '@transferlab/runner';
 
-/** What a worker reports while it trains one cell. */
-export interface CellProgress {
-  phase: 'preparing' | 'training' | 'evaluating';
-  epoch?: number;
-  maxEpochs?: number;
-  batch?: number;
-  batchesPerEpoch?: number;
-  loss?: number;
-  valTop1?: number;
-  imagesPerSecond?: number;
-}
+export type { CellProgress };
 
 export interface SweepProgress {
   cellStarted(cellId: string, name: string, maxEpochs: number): void;
@@ -124,7 +115,6 @@ export function lineProgress(options: {
   const tally = new Tally(options.totalEpochs);
   const started = Date.now();
   let finishedCells = 0;
-  const lastEpoch = new Map<string, number>();
   const eta = (): string => {
     const value = tally.value();
     if (value <= 0) return '-';
@@ -140,8 +130,7 @@ export function lineProgress(options: {
       const cell = tally.running.get(cellId);
       if (!cell) return;
       if (progress.epoch !== undefined) cell.units = Math.min(cell.budget, progress.epoch);
-      if (progress.phase === 'training' && progress.valTop1 !== undefined && lastEpoch.get(cellId) !== progress.epoch) {
-        lastEpoch.set(cellId, progress.epoch ?? 0);
+      if (progress.epochDone) {
         write(`  ${cell.name}: ${describeProgress(progress)} | sweep ETA ${eta()}`);
       }
     },

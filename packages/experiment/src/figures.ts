@@ -41,7 +41,9 @@ function interval(summary: { mean: number; ci95: number | null; min: number; max
 } {
   // With one repeat there is no interval: the band collapses to the value.
   if (summary.ci95 === null) return { lo: summary.min, hi: summary.max };
-  return { lo: summary.mean - summary.ci95, hi: summary.mean + summary.ci95 };
+  // An accuracy lies in [0, 1]: with few repeats the t interval reaches past it, which says
+  // nothing and would stretch the axis until the means are unreadable.
+  return { lo: Math.max(0, summary.mean - summary.ci95), hi: Math.min(1, summary.mean + summary.ci95) };
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,0 +1,42 @@
+import { type LoadedSubset, batchesPerEpoch, deriveSeed, makeBatches, openSplit } from '@transferlab/data';
+import type { Cell } from '@transferlab/experiment';
+import type { TrainData } from '@transferlab/nn';
+import type { ObjectStore } from '@transferlab/platform';
+
+/** A cell's target half as training data: ordered and augmented as a function of (seed, epoch). */
+export function trainData(cell: Cell, trainSet: LoadedSubset, valSet: LoadedSubset): TrainData {
+  const { training } = cell;
+  const orderSeed = deriveSeed(cell.seed, 'data-order', cell.id);
+  return {
+    batches: (epoch, startBatch) =>
+      makeBatches(trainSet, {
+        batchSize: training.batchSize,
+        seed: orderSeed,
+        epoch,
+        startBatch,
+        augment: training.augment === false ? undefined : training.augment,
+        dropLast: false,
+      }),
+    batchesPerEpoch: batchesPerEpoch(trainSet.count, training.batchSize, false),
+    val: { images: valSet.pixels, labels: valSet.labels, count: valSet.count },
+  };
+}
+
+export async function loadSubsets(
+  store: ObjectStore,
+  cell: Cell,
+  subsets: readonly ('train' | 'val' | 'test')[],
+): Promise<LoadedSubset[]> {
+  const split = await openSplit(store, cell.splitId);
+  return Promise.all(subsets.map((subset) => split.loadSubset(cell.target, subset)));
+}
+
+/** Image shape and class count of a cell's target half, from the split's manifest alone. */
+export async function cellGeometry(
+  store: ObjectStore,
+  cell: Cell,
+): Promise<{ inputShape: [number, number, number]; classes: string[] }> {
+  const { manifest } = await openSplit(store, cell.splitId);
+  const [height, width, channels] = manifest.shape;
+  return { inputShape: [height, width, channels], classes: manifest.halves[cell.target].classes };
+}

@@ -1,0 +1,61 @@
+import * as tf from '@tensorflow/tfjs-core';
+import type { Cell, CellResult } from '@transferlab/experiment';
+import { paperScore } from '@transferlab/experiment';
+import { evaluate, loadModel, selectBackend } from '@transferlab/nn';
+import type { ObjectStore } from '@transferlab/platform';
+import { loadSubsets } from './cell-data.ts';
+import { cellKeys, getJson, putJson } from './cell-store.ts';
+import { readTrainingOutcome } from './train-cell.ts';
+
+/** A cell's result as stored, with what only a run knows (memory). */
+export type StoredResult = CellResult & { peakRssBytes?: number };
+
+export async function readResult(store: ObjectStore, cellId: string): Promise<StoredResult | undefined> {
+  return getJson<StoredResult>(store, cellKeys.result(cellId));
+}
+
+/**
+ * The evaluator's work: scores a trained cell on its target half's test set and writes the
+ * cell's result, last, so a present result means a finished cell.
+ */
+export async function evaluateCell(store: ObjectStore, cell: Cell): Promise<StoredResult> {
+  const outcome = await readTrainingOutcome(store, cell.id);
+  if (!outcome) {
+    throw new Error(
+      `cell ${cell.name} (${cell.id}) has not finished training: ${store.describe(cellKeys.training(cell.id))} is absent`,
+    );
+  }
+  await selectBackend();
+  const [testSet] = await loadSubsets(store, cell, ['test']);
+  const model = await loadModel(store, cellKeys.final(cell.id));
+  try {
+    const test = evaluate(model, { images: testSet!.pixels, labels: testSet!.labels, count: testSet!.count });
+    const valTop1History = outcome.history.map((record) => record.valTop1);
+    const result: StoredResult = {
+      cellId: cell.id,
+      name: cell.name,
+      arm: cell.arm,
+      kind: cell.kind,
+      n: cell.n,
+      seed: cell.seed,
+      target: cell.target,
+      score: paperScore(valTop1History, cell.training.scoreTopK),
+      valTop1History,
+      testTop1: test.top1,
+      testTop5: test.top5,
+      perClass: Object.fromEntries(testSet!.classes.map((name, index) => [name, test.perClass[index] ?? NaN])),
+      epochs: outcome.epochs,
+      stoppedBy: outcome.stoppedBy,
+      stillImproving: outcome.stillImproving,
+      seconds: outcome.seconds,
+      imagesPerSecond: outcome.imagesPerSecond,
+      backend: outcome.backend,
+      peakRssBytes: outcome.peakRssBytes,
+    };
+    await putJson(store, cellKeys.result(cell.id), result);
+    return result;
+  } finally {
+    model.dispose();
+    tf.disposeVariables();
+  }
+}

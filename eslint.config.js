@@ -1,7 +1,7 @@
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['**/node_modules/**', '.transferlab/**', 'runs/**'] },
+  { ignores: ['**/node_modules/**', '.transferlab/**', 'runs/**', 'packages/proto/src/gen/**'] },
   ...tseslint.configs.recommended,
   {
     rules: {

@@ -6,6 +6,7 @@ bash scripts/bootstrap.sh
 echo "== typecheck"; node_modules/.bin/tsc -p tsconfig.json --noEmit
 echo "== lint"; node_modules/.bin/eslint --max-warnings=0 .
 echo "== format"; node_modules/.bin/prettier --check --log-level=warn .
+echo "== contracts"; bash scripts/proto-check.sh
 echo "== tests"
 status=0
 node_modules/.bin/vitest run --reporter=default --reporter=json --outputFile.json=.vitest-results.json "$@" || status=$?

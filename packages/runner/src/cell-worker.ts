@@ -1,15 +1,27 @@
-// The worker process of the embedded executor: runs the cells the parent sends, one at a time.
+// The worker process of the embedded executor: runs the cell steps the parent sends, one at a time.
 import type { Cell } from '@transferlab/experiment';
 import { LocalFolderStore } from '@transferlab/platform';
-import { runCell } from './run-cell.ts';
+import { evaluateCell } from './evaluate-cell.ts';
+import { trainCell } from './train-cell.ts';
+import { transplantCell } from './transplant-cell.ts';
 import { serveJobs } from './worker-pool.ts';
 
 export interface CellJob {
+  step: 'transplant' | 'train' | 'evaluate';
   cell: Cell;
   storeRoot: string;
 }
 
 serveJobs(async (payload, { signal, progress }) => {
   const job = payload as CellJob;
-  return runCell(new LocalFolderStore(job.storeRoot), job.cell, { signal, progress });
+  const store = new LocalFolderStore(job.storeRoot);
+  switch (job.step) {
+    case 'transplant':
+      return transplantCell(store, job.cell);
+    case 'train':
+      // undefined = interrupted, with the checkpoint saved.
+      return (await trainCell(store, job.cell, { signal, progress })) ?? null;
+    case 'evaluate':
+      return evaluateCell(store, job.cell);
+  }
 });

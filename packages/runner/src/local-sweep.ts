@@ -1,13 +1,13 @@
 import { availableParallelism } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import type { Cell, CellResult, SweepPlan, SweepSpec } from '@transferlab/experiment';
 import { expandGrid } from '@transferlab/experiment';
-import { LocalFolderStore } from '@transferlab/platform';
-import type { CellJob } from './cell-worker.ts';
-import { type NodeState, runDag } from './dag.ts';
-import { ensureSplits } from './prepare-split.ts';
-import { type CellProgress, type StoredResult, readResult } from './run-cell.ts';
-import { JobInterruptedError, WorkerPool } from './worker-pool.ts';
+import { LocalFolderStore, cellProgressFilter, createInProcessBus, sweepEventFilter } from '@transferlab/platform';
+import { PoolPorts } from './controller/pool-ports.ts';
+import type { CellState } from './controller/records.ts';
+import { type SweepEvent, SweepController } from './controller/sweep-controller.ts';
+import { readResult } from './evaluate-cell.ts';
+import type { StoredResult } from './evaluate-cell.ts';
+import type { CellProgress } from './train-cell.ts';
 
 /** What the local sweep tells its watcher (the CLI's bars). */
 export interface SweepObserver {
@@ -27,10 +27,12 @@ export interface LocalSweepOptions {
   signal?: AbortSignal;
 }
 
+export type LocalCellState = CellState | 'reused' | 'interrupted';
+
 export interface LocalSweepOutcome {
   plan: SweepPlan;
   results: StoredResult[];
-  states: Map<string, NodeState | 'reused'>;
+  states: Map<string, LocalCellState>;
   errors: Map<string, Error>;
   interrupted: boolean;
   /** The largest resident set of any worker process, in bytes. */
@@ -44,83 +46,103 @@ export function workerCount(spec: SweepSpec, override?: number): number {
 }
 
 /**
- * The sweep on one machine: splits made in this process, cells in worker processes in
- * dependency order. Finished cells are found by id in the store and not run again.
+ * The sweep on one machine: the same controller as the cluster's, wired to embedded ports: a
+ * local folder as the store, an in-process bus, and worker processes as the executor.
+ * Finished cells are found by id in the store and not run again; cells interrupted by the
+ * signal keep their checkpoints, and the next run resumes them.
  */
 export async function runLocalSweep(spec: SweepSpec, options: LocalSweepOptions): Promise<LocalSweepOutcome> {
   const plan = expandGrid(spec);
   const store = new LocalFolderStore(options.storeRoot);
-  const observer = options.observer ?? {};
+  const bus = createInProcessBus();
   const workers = workerCount(spec, options.workers);
-
-  await ensureSplits(store, plan.splits, {
-    specDir: options.specDir,
-    onReading: (task, p) =>
-      observer.splitProgress?.(`reading dataset for split ${task.id}: ${p.done}/${p.total} images`),
-    onWriting: (task, p) => observer.splitProgress?.(`writing split ${task.id}: ${p.images}/${p.totalImages} images`),
+  const observer = options.observer ?? {};
+  const ports = new PoolPorts(store, {
+    storeRoot: options.storeRoot,
+    bus,
+    workers,
+    onSplitProgress: (message) => observer.splitProgress?.(message),
   });
+  const controller = new SweepController({ store, bus, steps: ports, executor: ports });
+  const byId = new Map(plan.cells.map((cell) => [cell.id, cell]));
+  const started = new Set<string>();
+  let interrupted = options.signal?.aborted ?? false;
 
-  const results = new Map<string, StoredResult>();
-  const states = new Map<string, NodeState | 'reused'>();
+  // Finished cells are announced up front, as the controller will not run them.
   for (const cell of plan.cells) {
-    const stored = await readResult(store, cell.id);
-    if (stored) {
-      results.set(cell.id, stored);
-      states.set(cell.id, 'reused');
+    if (await readResult(store, cell.id)) {
+      started.add(cell.id);
       observer.cellFinished?.(cell, 'reused');
     }
   }
-  const todo = plan.cells.filter((cell) => !results.has(cell.id));
-  const byId = new Map(plan.cells.map((cell) => [cell.id, cell]));
+  const finished = new Set<string>(started);
+  const subscriptions = [
+    await bus.subscribe(cellProgressFilter(), (message) => {
+      const cellId = message.subject.split('.').pop()!;
+      const cell = byId.get(cellId);
+      if (cell) observer.cellProgress?.(cell, message.json<CellProgress>());
+    }),
+    await bus.subscribe(sweepEventFilter(), (message) => {
+      const event = message.json<SweepEvent>();
+      const cell = event.cellId ? byId.get(event.cellId) : undefined;
+      if (!cell || !event.cellState) return;
+      if (['transplanting', 'training'].includes(event.cellState) && !started.has(cell.id)) {
+        started.add(cell.id);
+        observer.cellStarted?.(cell);
+      } else if (event.cellState === 'succeeded' && started.has(cell.id) && !finished.has(cell.id)) {
+        finished.add(cell.id);
+        observer.cellFinished?.(cell, 'succeeded');
+      } else if (event.cellState === 'failed') {
+        finished.add(cell.id);
+        observer.cellFinished?.(cell, 'failed', new Error(event.message ?? 'failed'));
+      }
+    }),
+  ];
 
-  const pool = new WorkerPool({
-    size: Math.min(workers, Math.max(1, todo.length)),
-    entry: fileURLToPath(new URL('./cell-worker.ts', import.meta.url)),
-    onProgress: (cellId, progress) => observer.cellProgress?.(byId.get(cellId)!, progress as CellProgress),
-  });
-  let interrupted = options.signal?.aborted ?? false;
   const onAbort = (): void => {
     interrupted = true;
-    pool.interrupt();
+    void controller.close();
   };
   options.signal?.addEventListener('abort', onAbort);
-  let outcome;
+  let sweepId: string | undefined;
   try {
-    outcome = await runDag(
-      todo.map((cell) => ({ id: cell.id, deps: cell.deps.filter((dep) => !results.has(dep)) })),
-      async (cellId) => {
-        const cell = byId.get(cellId)!;
-        observer.cellStarted?.(cell);
-        try {
-          const job: CellJob = { cell, storeRoot: options.storeRoot };
-          const { result } = await pool.run(cellId, job);
-          if (result === undefined) throw new JobInterruptedError(cellId);
-          results.set(cellId, result as StoredResult);
-          observer.cellFinished?.(cell, 'succeeded');
-        } catch (error) {
-          const err = error as Error;
-          observer.cellFinished?.(cell, err instanceof JobInterruptedError ? 'interrupted' : 'failed', err);
-          throw err;
-        }
-      },
-      {
-        concurrency: workers,
-        isInterrupt: (error) => error instanceof JobInterruptedError,
-        shouldStop: () => interrupted,
-      },
-    );
+    if (!interrupted) {
+      const record = await controller.start(spec, { specDir: options.specDir, concurrency: workers });
+      sweepId = record.id;
+      await controller.wait(sweepId);
+    }
   } finally {
     options.signal?.removeEventListener('abort', onAbort);
-    await pool.close();
+    await controller.close();
+    for (const subscription of subscriptions) await subscription.unsubscribe();
   }
-  for (const [id, state] of outcome.states) states.set(id, state);
+
+  const current = sweepId ? await controller.get(sweepId) : undefined;
+  await bus.close();
+  const states = new Map<string, LocalCellState>();
+  const errors = new Map<string, Error>();
+  const results: StoredResult[] = [];
+  for (const cell of plan.cells) {
+    const record = current?.cells.find((r) => r.cell.id === cell.id);
+    let state: LocalCellState = record?.state ?? 'pending';
+    if (record?.reused) state = 'reused';
+    else if (interrupted && (state === 'training' || state === 'transplanting' || state === 'evaluating')) {
+      state = 'interrupted';
+      observer.cellFinished?.(cell, 'interrupted');
+    }
+    states.set(cell.id, state);
+    if (record?.error && state !== 'succeeded') errors.set(cell.id, new Error(record.error));
+    const result = await readResult(store, cell.id);
+    if (result) results.push(result);
+  }
+  if (current?.sweep.error) errors.set(current.sweep.id, new Error(current.sweep.error));
   return {
     plan,
-    results: plan.cells.flatMap((cell) => results.get(cell.id) ?? []),
+    results,
     states,
-    errors: outcome.errors,
+    errors,
     interrupted,
-    peakWorkerRssBytes: pool.peakRssBytes,
+    peakWorkerRssBytes: ports.pool.peakRssBytes,
     workers,
   };
 }

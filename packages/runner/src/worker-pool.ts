@@ -78,7 +78,9 @@ export class WorkerPool {
 
   /** Asks every worker to checkpoint and stop its job. */
   interrupt(): void {
-    for (const slot of this.slots) if (slot.child.connected) slot.child.send({ type: 'interrupt' } satisfies ToWorker);
+    for (const slot of this.slots) {
+      if (slot.child.connected) slot.child.send({ type: 'interrupt' } satisfies ToWorker, () => undefined);
+    }
   }
 
   async close(): Promise<void> {
@@ -94,7 +96,8 @@ export class WorkerPool {
               clearTimeout(timer);
               resolve();
             });
-            if (slot.child.connected) slot.child.send({ type: 'exit' } satisfies ToWorker);
+            // The worker may be leaving already: a failed send is no error here.
+            if (slot.child.connected) slot.child.send({ type: 'exit' } satisfies ToWorker, () => undefined);
             else slot.child.kill();
           }),
       ),
@@ -196,8 +199,9 @@ export function serveJobs(
   process.on('SIGTERM', interrupt);
   process.on('message', (message: ToWorker) => {
     if (message.type === 'interrupt') interrupt();
-    else if (message.type === 'exit') process.disconnect();
-    else if (message.type === 'run') {
+    else if (message.type === 'exit') {
+      if (process.connected) process.disconnect();
+    } else if (message.type === 'run') {
       const controller = new AbortController();
       current = controller;
       const jobId = message.jobId;

@@ -1,0 +1,109 @@
+// The controller's scheduling, retries, cancel and restart, with scripted steps in place of
+// training (the real steps are exercised end to end in test/local-sweep.test.ts).
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { type Cell, validateSpec } from '@transferlab/experiment';
+import { LocalFolderStore, createInProcessBus } from '@transferlab/platform';
+import type { StoredResult } from '../evaluate-cell.ts';
+import { CellRunError, type CellSteps, type Executor } from './ports.ts';
+import { SweepController } from './sweep-controller.ts';
+
+const spec = validateSpec({
+  name: 'scripted',
+  dataset: { kind: 'mnist' },
+  net: { kind: 'small', width: 0.25 },
+  layers: [1, 2],
+  arms: ['baseA', 'baseB', 'AnB', 'BnB+'],
+  concurrency: 2,
+});
+
+class ScriptedPorts implements CellSteps, Executor {
+  readonly trained: string[] = [];
+  active = 0;
+  maxActive = 0;
+  failures = new Map<string, number>();
+  hold?: Promise<void>;
+  async createSplit(): Promise<void> {}
+  async transplant(): Promise<void> {}
+  async evaluate(cell: Cell): Promise<StoredResult> {
+    return { cellId: cell.id } as StoredResult;
+  }
+  async run(cell: Cell, options: { signal: AbortSignal }): Promise<'trained' | 'interrupted'> {
+    this.active += 1;
+    this.maxActive = Math.max(this.maxActive, this.active);
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      if (this.hold) await Promise.race([this.hold, new Promise((r) => options.signal.addEventListener('abort', r))]);
+      if (options.signal.aborted) return 'interrupted';
+      const left = this.failures.get(cell.arm) ?? 0;
+      if (left > 0) {
+        this.failures.set(cell.arm, left - 1);
+        throw new CellRunError(cell.id, `${cell.name}: OOMKilled`);
+      }
+      this.trained.push(cell.name);
+      return 'trained';
+    } finally {
+      this.active -= 1;
+    }
+  }
+  async close(): Promise<void> {}
+}
+
+async function setup() {
+  const store = new LocalFolderStore(await mkdtemp(join(tmpdir(), 'tl-ctl-')));
+  const bus = createInProcessBus();
+  const ports = new ScriptedPorts();
+  const controller = new SweepController({ store, bus, steps: ports, executor: ports });
+  return { store, bus, ports, controller };
+}
+
+describe('SweepController', () => {
+  it('runs cells after their sources, within the concurrency limit, and records the sweep in KV', async () => {
+    const { ports, controller } = await setup();
+    const sweep = await controller.start(spec, { specDir: '.' });
+    expect((await controller.wait(sweep.id))?.state).toBe('succeeded');
+    expect(ports.maxActive).toBeLessThanOrEqual(2);
+    const bases = ['baseA seed=1', 'baseB seed=1'];
+    expect(ports.trained.slice(0, 2).sort()).toEqual(bases);
+    const current = await controller.get(sweep.id);
+    expect(current?.cells.every((record) => record.state === 'succeeded')).toBe(true);
+    expect((await controller.list()).map((s) => s.id)).toEqual([sweep.id]);
+  });
+
+  it('retries a failed cell and gives up after maxAttempts, blocking the cells that need it', async () => {
+    const { ports, controller } = await setup();
+    ports.failures.set('AnB', 1); // the first AnB cell to train fails once, then recovers
+    ports.failures.set('baseB', 5); // never recovers within 3 attempts
+    const sweep = await controller.start(spec, { specDir: '.', maxAttempts: 3 });
+    expect((await controller.wait(sweep.id))?.state).toBe('failed');
+    const cells = (await controller.get(sweep.id))!.cells;
+    const byArm = (arm: string) => cells.filter((record) => record.cell.arm === arm);
+    expect(byArm('baseB')[0]).toMatchObject({ state: 'failed', attempts: 3 });
+    expect(byArm('baseB')[0]!.error).toMatch(/attempt 3\/3: .*OOMKilled/);
+    expect(byArm('BnB+').every((record) => record.state === 'blocked')).toBe(true);
+    expect(byArm('AnB').every((record) => record.state === 'succeeded')).toBe(true);
+  });
+
+  it('cancels a running sweep and a new controller on the same bus carries on an unfinished one', async () => {
+    const { store, bus, ports, controller } = await setup();
+    let release!: () => void;
+    ports.hold = new Promise((resolve) => (release = resolve));
+    const cancelled = await controller.start(spec, { specDir: '.' });
+    const unfinished = await controller.start({ ...spec, name: 'carried' }, { specDir: '.' });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect((await controller.cancel(cancelled.id))?.state).toBe('cancelled');
+    const cells = (await controller.get(cancelled.id))!.cells;
+    expect(cells.every((record) => ['cancelled', 'succeeded'].includes(record.state))).toBe(true);
+
+    // The controller goes away mid-sweep; another one, given only the bus and store, resumes.
+    await controller.close();
+    release();
+    ports.hold = undefined;
+    const successor = new SweepController({ store, bus, steps: ports, executor: ports });
+    expect(await successor.resume()).toEqual([unfinished.id]);
+    expect((await successor.wait(unfinished.id))?.state).toBe('succeeded');
+    expect((await successor.get(cancelled.id))?.sweep.state).toBe('cancelled');
+  });
+});

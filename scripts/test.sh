@@ -1,8 +1,29 @@
 #!/usr/bin/env bash
-# Quick start, part two: install what the tests need, then typecheck, lint and run every test.
+# Quick start, part two: install what the tests need, start the real servers they talk to
+# (nats-server with JetStream, a Ceph radosgw for S3), typecheck, lint, run every test, and
+# stop exactly the servers this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+
+run_dir=$(mktemp -d "${TMPDIR:-/tmp}/transferlab-test.XXXXXX")
+stop_servers() {
+  bash scripts/nats-stop.sh "$run_dir/nats" >/dev/null 2>&1 || true
+  bash scripts/radosgw-stop.sh "$run_dir/rgw" >/dev/null 2>&1 || true
+  rm -rf "$run_dir"
+}
+trap stop_servers EXIT
+
+free_port() { node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+
+echo "== servers"
+nats_env=$(bash scripts/nats-start.sh "$run_dir/nats" "$(free_port)" "$(free_port)")
+rgw_env=$(bash scripts/radosgw-start.sh "$run_dir/rgw" "$(free_port)")
+while IFS= read -r line; do
+  case "$line" in TRANSFERLAB_*=*) export "${line?}"; echo "  ${line%%=*} set" ;; esac
+done <<<"$nats_env
+$rgw_env"
+
 echo "== typecheck"; node_modules/.bin/tsc -p tsconfig.json --noEmit
 echo "== lint"; node_modules/.bin/eslint --max-warnings=0 .
 echo "== format"; node_modules/.bin/prettier --check --log-level=warn .

@@ -1,0 +1,23 @@
+import type { Bus } from './bus.ts';
+import { createInProcessBus } from './in-process-bus.ts';
+import { LocalFolderStore } from './local-folder-store.ts';
+import { connectNatsBus } from './nats-bus.ts';
+import type { ObjectStore } from './object-store.ts';
+import { S3Store, s3StoreOptionsFromEnv } from './s3-store.ts';
+
+/**
+ * The object store a process uses: S3 when TRANSFERLAB_S3_ENDPOINT is set (the cluster), else
+ * the local folder TRANSFERLAB_STORE (one machine). Read once at start-up.
+ */
+export function openStore(env: NodeJS.ProcessEnv = process.env): ObjectStore {
+  if (env.TRANSFERLAB_S3_ENDPOINT) return new S3Store(s3StoreOptionsFromEnv(env));
+  return new LocalFolderStore(env.TRANSFERLAB_STORE ?? '.transferlab/store');
+}
+
+/** The bus: NATS JetStream at TRANSFERLAB_NATS_URL, else in-process (useful only inside one process). */
+export async function openBus(name: string, env: NodeJS.ProcessEnv = process.env): Promise<Bus> {
+  if (env.TRANSFERLAB_NATS_URL) {
+    return connectNatsBus({ servers: env.TRANSFERLAB_NATS_URL.split(','), name, waitOnFirstConnect: true });
+  }
+  return createInProcessBus();
+}

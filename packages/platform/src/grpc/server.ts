@@ -1,0 +1,135 @@
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation } from 'grpc-health-check';
+import type { Logger } from '../logger.ts';
+
+/** The contracts, read at start-up for server reflection. */
+export const PROTO_ROOT = fileURLToPath(new URL('../../../../proto', import.meta.url));
+
+/** Every message may carry a report's figures; 64 MiB bounds it without refusing real ones. */
+export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+export interface ServiceRegistration {
+  /** Fully qualified, e.g. `transferlab.v1.SweepService`: the name health and reflection report. */
+  name: string;
+  definition: grpc.ServiceDefinition;
+  implementation: grpc.UntypedServiceImplementation;
+}
+
+export interface GrpcServer {
+  server: grpc.Server;
+  port: number;
+  health: HealthImplementation;
+  /** Stops accepting calls, waits up to `graceMs` for calls in flight, then cuts the rest. */
+  shutdown(graceMs?: number): Promise<void>;
+}
+
+function protoFiles(): string[] {
+  const dir = join(PROTO_ROOT, 'transferlab', 'v1');
+  return readdirSync(dir)
+    .filter((file) => file.endsWith('.proto'))
+    .map((file) => join('transferlab', 'v1', file));
+}
+
+/**
+ * A gRPC server with the standard health service (grpc.health.v1) and server reflection, so
+ * grpcurl, Kubernetes probes and any client can find their way without our code.
+ */
+export async function startGrpcServer(options: {
+  services: ServiceRegistration[];
+  port: number;
+  host?: string;
+  log: Logger;
+}): Promise<GrpcServer> {
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+    'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+  });
+  for (const service of options.services) server.addService(service.definition, service.implementation);
+
+  const statuses = Object.fromEntries(options.services.map((service) => [service.name, 'SERVING' as const]));
+  const health = new HealthImplementation({ '': 'SERVING', ...statuses });
+  health.addToServer(server);
+  const definitions = loadSync(protoFiles(), { includeDirs: [PROTO_ROOT], keepCase: true });
+  new ReflectionService(definitions).addToServer(server);
+
+  const host = options.host ?? '127.0.0.1';
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(`${host}:${options.port}`, grpc.ServerCredentials.createInsecure(), (error, bound) =>
+      error ? reject(new Error(`cannot listen on ${host}:${options.port}: ${error.message}`)) : resolve(bound),
+    );
+  });
+  options.log.info({ port, services: options.services.map((s) => s.name) }, 'gRPC server listening');
+
+  return {
+    server,
+    port,
+    health,
+    shutdown: (graceMs = 10_000) =>
+      new Promise<void>((resolve) => {
+        for (const service of options.services) health.setStatus(service.name, 'NOT_SERVING');
+        health.setStatus('', 'NOT_SERVING');
+        const timer = setTimeout(() => {
+          options.log.warn({ graceMs }, 'calls still in flight after the grace period: cutting them');
+          server.forceShutdown();
+          resolve();
+        }, graceMs);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      }),
+  };
+}
+
+/** A gRPC error with a status code and a message naming what is wrong. */
+export function grpcError(code: grpc.status, message: string): grpc.ServiceError {
+  const error = new Error(message) as grpc.ServiceError;
+  error.code = code;
+  error.details = message;
+  error.metadata = new grpc.Metadata();
+  return error;
+}
+
+/**
+ * Adapts an async handler to grpc-js's callback style; errors without a gRPC status become
+ * INTERNAL with their message, so a caller always learns what went wrong.
+ */
+export function unaryHandler<Req, Res>(
+  handler: (request: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>,
+  log: Logger,
+): grpc.handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    handler(call.request, call).then(
+      (response) => callback(null, response),
+      (error: unknown) => {
+        const err = error as Partial<grpc.ServiceError> & Error;
+        if (err.code === undefined) log.error({ err }, 'unexpected error in a gRPC handler');
+        callback(err.code === undefined ? grpcError(grpc.status.INTERNAL, err.message) : (err as grpc.ServiceError));
+      },
+    );
+  };
+}
+
+/** Runs `stop` once on SIGTERM or SIGINT, then exits: the drain order is the caller's. */
+export function onShutdownSignal(stop: () => Promise<void>, log: Logger): void {
+  let stopping = false;
+  const handle = (signal: NodeJS.Signals): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        log.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', handle);
+  process.on('SIGINT', handle);
+}

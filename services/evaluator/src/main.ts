@@ -1,0 +1,37 @@
+#!/usr/bin/env node
+// The evaluator: EvaluatorService over gRPC, and consumers of the `evaluations` work queue.
+// Only wiring here; the work is in server.ts. Environment and ports: README.md.
+import { createLogger, loadConfig, onShutdownSignal, openBus, openStore, startGrpcServer } from '@transferlab/platform';
+import { EvaluatorServiceService } from '@transferlab/proto';
+import { evaluatorConfig } from './config.ts';
+import { SERVICE_NAME, consumeEvaluations, createServer } from './server.ts';
+
+const log = createLogger('evaluator');
+
+try {
+  const config = loadConfig(evaluatorConfig);
+  const store = openStore();
+  const bus = await openBus('evaluator');
+  if (!process.env.TRANSFERLAB_NATS_URL)
+    log.warn('TRANSFERLAB_NATS_URL is not set: evaluations are published in this process only');
+  const server = await startGrpcServer({
+    services: [
+      { name: SERVICE_NAME, definition: EvaluatorServiceService, implementation: createServer({ store, bus, log }) },
+    ],
+    port: config.port,
+    host: config.host,
+    log,
+  });
+  const consumers = await Promise.all(
+    Array.from({ length: config.queueConsumers }, () => consumeEvaluations({ store, bus, log })),
+  );
+  onShutdownSignal(async () => {
+    // Queued jobs not yet started go back to the queue; the one in flight finishes first.
+    await Promise.all(consumers.map((consumer) => consumer.unsubscribe()));
+    await server.shutdown();
+    await bus.close();
+  }, log);
+} catch (error) {
+  log.error({ err: error }, 'the evaluator could not start');
+  process.exit(1);
+}

@@ -1,0 +1,332 @@
+/**
+ * EvaluatorService: scores a trained cell's net on a subset of its target half (the test set
+ * by default), stores the scores beside the cell and publishes them. The same work is done
+ * for jobs on the `evaluations` work queue, so that evaluations can be queued instead of
+ * called. runner's evaluateCell does the test-set work and writes the cell's `result.json`.
+ */
+import { createHash } from 'node:crypto';
+import { type Metadata, status } from '@grpc/grpc-js';
+import * as tf from '@tensorflow/tfjs-core';
+import { manifestKey, openSplit } from '@transferlab/data';
+import type { Cell } from '@transferlab/experiment';
+import { evaluate, loadModel, selectBackend } from '@transferlab/nn';
+import {
+  type Bus,
+  type ConsumeOptions,
+  type Logger,
+  type ObjectStore,
+  type Subscription,
+  WORK_QUEUES,
+  evaluationFinishedSubject,
+  grpcError,
+  token,
+  unaryHandler,
+} from '@transferlab/platform';
+import { Evaluation, Half } from '@transferlab/proto';
+import type { EvaluateRequest, EvaluatorServiceServer } from '@transferlab/proto';
+import { MapperError, checkpointPrefix, halfFromProto } from '@transferlab/proto/mappers';
+import {
+  type StoredResult,
+  cellKeys,
+  evaluateCell,
+  getJson,
+  loadSubsets,
+  putJson,
+  readResult,
+} from '@transferlab/runner';
+import { type SubsetName, evaluationToProto, subsetFromProto, subsetToProto } from './evaluation.ts';
+
+export const SERVICE_NAME = 'transferlab.v1.EvaluatorService';
+export const DEFAULT_PORT = 50063;
+/**
+ * gRPC metadata naming the sweep that asks (EvaluateRequest has no field for it): when given,
+ * the evaluation is published on `transferlab.evaluation.finished.<sweepId>.<cellId>`.
+ */
+export const SWEEP_ID_METADATA = 'transferlab-sweep-id';
+
+export interface EvaluatorDeps {
+  store: ObjectStore;
+  /** Where evaluations are published; without one nothing is published. */
+  bus?: Bus;
+  log: Logger;
+}
+
+/** A job on the `evaluations` work queue (JSON). */
+export interface EvaluationJob {
+  cellId: string;
+  /** The sweep that asked: the evaluation is published on its subject. */
+  sweepId?: string;
+  /** Default `test`. */
+  subset?: SubsetName;
+}
+
+/** The JSON published on `transferlab.evaluation.finished.<sweepId>.<cellId>`. */
+export interface EvaluationFinished {
+  cellId: string;
+  sweepId: string;
+  subset: SubsetName;
+  /** The Evaluation message in its proto3 JSON form; absent when a queued evaluation failed. */
+  evaluation?: unknown;
+  /** The cell's stored result (`cells/<id>/result.json`), for the test subset. */
+  result?: StoredResult;
+  /** Why a queued evaluation failed, and its gRPC status name (e.g. FAILED_PRECONDITION). */
+  error?: string;
+  code?: string;
+}
+
+/** Where scores on the validation or training subset are kept (the test set's are result.json). */
+export function evaluationKey(cellId: string, subset: Exclude<SubsetName, 'test'>): string {
+  return `${cellKeys.prefix(cellId)}/evaluation-${subset}.json`;
+}
+
+export function createServer(deps: EvaluatorDeps): EvaluatorServiceServer {
+  return {
+    evaluate: unaryHandler(async (request, call) => {
+      const sweepId = sweepIdOf(call.metadata);
+      return { evaluation: await evaluateRequest(deps, request, { sweepId }) };
+    }, deps.log),
+  };
+}
+
+/**
+ * Consumes the `evaluations` work queue: each job is evaluated as Evaluate would, and its
+ * scores (or, for a job that can never succeed, its error) published. A job that failed for
+ * another reason (the store unreachable, ...) is handed back for a retry.
+ */
+export async function consumeEvaluations(
+  deps: EvaluatorDeps & { bus: Bus },
+  options: ConsumeOptions = {},
+): Promise<Subscription> {
+  const { bus, log } = deps;
+  const queue = await bus.workQueue(WORK_QUEUES.evaluations);
+  return queue.consume(async (message) => {
+    const job = message.json<Partial<EvaluationJob>>();
+    const sweepId = typeof job.sweepId === 'string' && job.sweepId !== '' ? job.sweepId : undefined;
+    try {
+      const subset = job.subset ?? 'test';
+      if (!['train', 'val', 'test'].includes(subset)) {
+        throw grpcError(status.INVALID_ARGUMENT, `subset: '${String(subset)}' is not one of train, val, test`);
+      }
+      if (sweepId !== undefined) checkSweepId(sweepId, 'sweepId');
+      const request: EvaluateRequest = {
+        cellId: typeof job.cellId === 'string' ? job.cellId : '',
+        checkpoint: undefined,
+        splitId: '',
+        half: Half.HALF_UNSPECIFIED,
+        subset: subsetToProto(subset),
+      };
+      await evaluateRequest(deps, request, { sweepId, mustPublish: true });
+    } catch (error) {
+      const code = (error as { code?: number }).code;
+      if (code !== status.INVALID_ARGUMENT && code !== status.NOT_FOUND && code !== status.FAILED_PRECONDITION) {
+        throw error;
+      }
+      // Retrying cannot help: say so, and take the job off the queue.
+      const problem = (error as Error).message;
+      log.error({ cellId: job.cellId, sweepId, code: status[code], err: error }, 'evaluation job failed');
+      if (sweepId !== undefined && typeof job.cellId === 'string' && /^[-_=A-Za-z0-9]+$/.test(job.cellId)) {
+        const failed: EvaluationFinished = {
+          cellId: job.cellId,
+          sweepId,
+          subset: job.subset ?? 'test',
+          error: problem,
+          code: status[code],
+        };
+        await bus.publish(evaluationFinishedSubject(sweepId, job.cellId), failed);
+      }
+    }
+  }, options);
+}
+
+// TensorFlow.js keeps its state per process (evaluateCell ends with disposeVariables), so the
+// process evaluates one net at a time, whether asked by RPC or by the queue.
+let tail: Promise<unknown> = Promise.resolve();
+function serially<T>(task: () => Promise<T>): Promise<T> {
+  const run = tail.then(task);
+  tail = run.catch(() => undefined);
+  return run;
+}
+
+/** Evaluate's work: checks, the scores (stored ones when there are), the event. */
+export async function evaluateRequest(
+  deps: EvaluatorDeps,
+  request: EvaluateRequest,
+  options: { sweepId?: string; mustPublish?: boolean } = {},
+): Promise<Evaluation> {
+  const { store, log } = deps;
+  const subset = subsetFromProto(request.subset);
+  if (subset === undefined) throw grpcError(status.INVALID_ARGUMENT, `subset: ${request.subset} has no meaning here`);
+  const cell = await storedCell(store, request);
+  await checkTrained(store, cell, request);
+
+  const { manifest } = await openSplit(store, cell.splitId);
+  const half = manifest.halves[cell.target];
+  const target = {
+    cellId: cell.id,
+    half: cell.target,
+    subset,
+    classes: half.classes,
+    perClassCounts: half.subsets[subset].perClass,
+  };
+
+  let evaluation: Evaluation;
+  let result: StoredResult | undefined;
+  if (subset === 'test') {
+    result = await serially(async () => (await readResult(store, cell.id)) ?? failAsStatus(evaluateCell(store, cell)));
+    evaluation = evaluationToProto(target, {
+      top1: result.testTop1 ?? NaN,
+      top5: result.testTop5 ?? NaN,
+      perClassTop1: half.classes.map((name) => result?.perClass?.[name] ?? NaN),
+    });
+  } else {
+    const key = evaluationKey(cell.id, subset);
+    evaluation = await serially(async () => {
+      const stored = await getJson<unknown>(store, key);
+      if (stored !== undefined) return Evaluation.fromJSON(stored);
+      const scores = await failAsStatus(scoreSubset(store, cell, subset));
+      const computed = evaluationToProto(target, scores);
+      await putJson(store, key, Evaluation.toJSON(computed));
+      return computed;
+    });
+  }
+  log.info({ cellId: cell.id, cell: cell.name, subset, top1: evaluation.top1, sweepId: options.sweepId }, 'evaluated');
+
+  if (options.sweepId !== undefined && deps.bus) {
+    const finished: EvaluationFinished = {
+      cellId: cell.id,
+      sweepId: options.sweepId,
+      subset,
+      evaluation: Evaluation.toJSON(evaluation),
+      ...(result ? { result } : {}),
+    };
+    try {
+      await deps.bus.publish(evaluationFinishedSubject(options.sweepId, cell.id), finished, {
+        msgId: `evaluation-${options.sweepId}-${cell.id}-${subset}`,
+      });
+    } catch (error) {
+      // The scores are stored; a caller of the RPC has them in the response.
+      if (options.mustPublish) throw error;
+      log.warn({ cellId: cell.id, sweepId: options.sweepId, err: error }, 'publishing the evaluation failed');
+    }
+  }
+  return evaluation;
+}
+
+/** The sweep id a call's metadata carries, checked as a subject token. */
+function sweepIdOf(metadata: Metadata): string | undefined {
+  const [value] = metadata.get(SWEEP_ID_METADATA);
+  if (value === undefined || value === '') return undefined;
+  return checkSweepId(String(value), `metadata ${SWEEP_ID_METADATA}`);
+}
+
+function checkSweepId(sweepId: string, field: string): string {
+  try {
+    return token(sweepId, 'sweep id');
+  } catch (error) {
+    throw grpcError(status.INVALID_ARGUMENT, `${field}: ${(error as Error).message}`);
+  }
+}
+
+/**
+ * The cell the controller stored: NOT_FOUND without one, INVALID_ARGUMENT when the request's
+ * split or half contradicts it.
+ */
+async function storedCell(store: ObjectStore, request: EvaluateRequest): Promise<Cell> {
+  const id = request.cellId;
+  if (!id) throw grpcError(status.INVALID_ARGUMENT, 'cell_id: is required');
+  if (!/^[-_=A-Za-z0-9]+$/.test(id)) throw grpcError(status.INVALID_ARGUMENT, `cell_id: '${id}' is not a cell id`);
+  const cell = await getJson<Cell>(store, cellKeys.cell(id));
+  if (!cell)
+    throw grpcError(status.NOT_FOUND, `cell ${id}: no cell definition at ${store.describe(cellKeys.cell(id))}`);
+  if (request.splitId && request.splitId !== cell.splitId) {
+    throw grpcError(
+      status.INVALID_ARGUMENT,
+      `split_id: is ${request.splitId}, but cell ${cell.name} (${id}) trains on split ${cell.splitId}`,
+    );
+  }
+  if (request.half !== Half.HALF_UNSPECIFIED) {
+    let half: string;
+    try {
+      half = halfFromProto(request.half, 'half');
+    } catch (error) {
+      if (error instanceof MapperError) throw grpcError(status.INVALID_ARGUMENT, error.message);
+      throw error;
+    }
+    if (half !== cell.target) {
+      throw grpcError(
+        status.INVALID_ARGUMENT,
+        `half: is ${half}, but cell ${cell.name} (${id}) has target half ${cell.target}: its net classifies that half's classes`,
+      );
+    }
+  }
+  const final = cellKeys.final(id);
+  if (request.checkpoint?.key && checkpointPrefix(request.checkpoint) !== final) {
+    throw grpcError(
+      status.INVALID_ARGUMENT,
+      `checkpoint.key: is ${request.checkpoint.key}, but the evaluator scores cell ${cell.name}'s trained net at ${final}/manifest.json`,
+    );
+  }
+  return cell;
+}
+
+/** The split must be there (NOT_FOUND), and the cell trained (FAILED_PRECONDITION). */
+async function checkTrained(store: ObjectStore, cell: Cell, request: EvaluateRequest): Promise<void> {
+  const splitKey = manifestKey(cell.splitId);
+  if (!(await store.stat(splitKey))) {
+    throw grpcError(
+      status.NOT_FOUND,
+      `split ${cell.splitId} of cell ${cell.name}: ${store.describe(splitKey)} is absent`,
+    );
+  }
+  const trainingKey = cellKeys.training(cell.id);
+  const finalKey = `${cellKeys.final(cell.id)}/manifest.json`;
+  for (const key of [trainingKey, finalKey]) {
+    if (!(await store.stat(key))) {
+      throw grpcError(
+        status.FAILED_PRECONDITION,
+        `cell ${cell.name} (${cell.id}) has not finished training: ${store.describe(key)} is absent`,
+      );
+    }
+  }
+  const expected = request.checkpoint?.sha256;
+  if (expected) {
+    const actual = createHash('sha256')
+      .update(await store.get(finalKey))
+      .digest('hex');
+    if (actual !== expected) {
+      throw grpcError(
+        status.FAILED_PRECONDITION,
+        `checkpoint.sha256: ${store.describe(finalKey)} has sha256 ${actual}, the request expects ${expected}`,
+      );
+    }
+  }
+}
+
+/** A corrupt or unfitting checkpoint is the caller's precondition, not the evaluator's fault. */
+async function failAsStatus<T>(work: Promise<T>): Promise<T> {
+  try {
+    return await work;
+  } catch (error) {
+    const message = (error as Error).message;
+    if (/checkpoint|outside 0\.\./.test(message)) throw grpcError(status.FAILED_PRECONDITION, message);
+    throw error;
+  }
+}
+
+/** The trained net's scores on the validation or training subset of the cell's target half. */
+async function scoreSubset(
+  store: ObjectStore,
+  cell: Cell,
+  subset: Exclude<SubsetName, 'test'>,
+): Promise<{ top1: number; top5: number; perClassTop1: number[] }> {
+  await selectBackend();
+  const [images] = await loadSubsets(store, cell, [subset]);
+  const model = await loadModel(store, cellKeys.final(cell.id));
+  try {
+    const scores = evaluate(model, { images: images!.pixels, labels: images!.labels, count: images!.count });
+    return { top1: scores.top1, top5: scores.top5, perClassTop1: scores.perClass };
+  } finally {
+    model.dispose();
+    tf.disposeVariables();
+  }
+}

@@ -208,10 +208,14 @@ export class SweepController {
       current = await this.get(id);
       if (!current || isFinalSweep(current.sweep.state)) break;
       const records = new Map(current.cells.map((record) => [record.cell.id, record]));
-      // Cells the controller itself is not running are not active, whatever KV says.
+      // What this driver runs is active, whatever KV says yet (a state write may still be on its
+      // way); what it does not run is not, whatever an earlier controller left there.
       for (const [cellId, record] of records) {
-        if (ACTIVE_CELL_STATES.includes(record.state) && !running.has(cellId))
+        if (running.has(cellId)) {
+          if (!ACTIVE_CELL_STATES.includes(record.state)) records.set(cellId, { ...record, state: 'training' });
+        } else if (ACTIVE_CELL_STATES.includes(record.state)) {
           records.set(cellId, { ...record, state: 'pending' });
+        }
       }
       const { start, block } = schedule(records, concurrency);
       for (const cellId of block) {

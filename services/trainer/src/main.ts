@@ -1,0 +1,91 @@
+#!/usr/bin/env node
+// The trainer. `run-cell --cell-id ID --sweep-id SWEEP`: train one cell and exit (a cluster's
+// per-cell pod, or the process executor's child). No subcommand: the gRPC TrainerService.
+// Only wiring here; the work is in run-cell-command.ts and server.ts. Exit codes: README.md.
+import { createLogger, loadConfig, onShutdownSignal, openBus, openStore } from '@transferlab/platform';
+import { trainerConfig } from './config.ts';
+import { EXIT_CODES, RUN_CELL_USAGE, parseRunCellArgs, runCellCommand } from './run-cell-command.ts';
+import { createServer } from './server.ts';
+
+const log = createLogger('trainer');
+
+async function runCell(argv: string[]): Promise<number> {
+  let args: ReturnType<typeof parseRunCellArgs>;
+  let config: ReturnType<typeof loadConfig<typeof trainerConfig>>;
+  try {
+    args = parseRunCellArgs(argv);
+    config = loadConfig(trainerConfig);
+  } catch (error) {
+    log.error((error as Error).message);
+    return EXIT_CODES.usage;
+  }
+  // SIGTERM (the executor, Kubernetes) or Ctrl-C: checkpoint at the next batch and leave.
+  const controller = new AbortController();
+  const stop = (signal: NodeJS.Signals): void => {
+    if (!controller.signal.aborted) log.info({ signal }, 'stopping: writing a checkpoint');
+    controller.abort();
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+
+  const store = openStore();
+  let bus: Awaited<ReturnType<typeof openBus>> | undefined;
+  try {
+    // The bus client waits for a server that is not up yet; a stop request ends the wait.
+    const stopped = new Promise<undefined>((resolve) =>
+      controller.signal.addEventListener('abort', () => resolve(undefined)),
+    );
+    bus = await Promise.race([openBus(`trainer-${args.cellId.slice(0, 12)}`), stopped]);
+  } catch (error) {
+    log.error({ err: error }, 'cannot connect to the bus (TRANSFERLAB_NATS_URL)');
+    return EXIT_CODES.failed;
+  }
+  if (!bus) return EXIT_CODES.interrupted;
+  if (!process.env.TRANSFERLAB_NATS_URL) log.warn('TRANSFERLAB_NATS_URL is not set: events stay in this process');
+  try {
+    return await runCellCommand(args, {
+      store,
+      bus,
+      log,
+      signal: controller.signal,
+      traceparent: config.traceparent,
+      progressIntervalMs: config.progressIntervalMs,
+    });
+  } finally {
+    // Drain: what was published reaches the server before the process leaves.
+    await bus.close().catch((error: unknown) => log.warn({ err: error }, 'closing the bus failed'));
+  }
+}
+
+async function serve(): Promise<void> {
+  const config = loadConfig(trainerConfig);
+  const store = openStore();
+  const bus = await openBus('trainer');
+  const server = await createServer({
+    store,
+    bus,
+    log,
+    port: config.port,
+    host: config.host,
+    progressIntervalMs: config.progressIntervalMs,
+  });
+  onShutdownSignal(async () => {
+    await server.shutdown();
+    await bus.close();
+  }, log);
+}
+
+const [command, ...rest] = process.argv.slice(2);
+if (command === 'run-cell') {
+  process.exit(await runCell(rest));
+} else if (command === undefined || command === 'serve') {
+  try {
+    await serve();
+  } catch (error) {
+    log.error({ err: error }, 'the trainer could not start');
+    process.exit(1);
+  }
+} else {
+  log.error(`unknown command '${command}': expected run-cell or serve (the default)\n${RUN_CELL_USAGE}`);
+  process.exit(EXIT_CODES.usage);
+}

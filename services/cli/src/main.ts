@@ -5,7 +5,9 @@ import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
 import { fetchCommand } from './commands/data.ts';
 import { loadSpec, runSweep } from './commands/run.ts';
+import { sweepCancel, sweepGet, sweepList, sweepReport, sweepStart, sweepWatch } from './commands/sweep.ts';
 import { redrawReport } from './report-files.ts';
+import { DEFAULT_SERVER } from './sweep-client.ts';
 
 const DEFAULT_STORE = process.env.TRANSFERLAB_STORE ?? '.transferlab/store';
 const DEMO_SPEC = fileURLToPath(new URL('../../../examples/demo-mnist.yaml', import.meta.url));
@@ -74,6 +76,76 @@ program
   .action(async (name: string, options) => {
     process.exitCode = await fetchCommand(name, options);
   });
+
+const sweep = program
+  .command('sweep')
+  .description('sweeps on a controller (the SweepService): start, watch, list, get, cancel, report')
+  // Usage errors exit with 2 (commander's own default is 1), help with 0.
+  .exitOverride((error) => process.exit(error.exitCode === 0 ? 0 : 2));
+
+const serverOption = (command: Command): Command =>
+  command.option(
+    '--server <host:port>',
+    'the controller (default: TRANSFERLAB_SERVER, else 127.0.0.1:50060)',
+    process.env.TRANSFERLAB_SERVER || DEFAULT_SERVER,
+  );
+
+serverOption(
+  sweep
+    .command('start')
+    .description('send a spec to the controller and start its sweep; prints the sweep id')
+    .requiredOption('-f, --file <spec>', 'sweep spec, YAML or JSON; relative dataset paths are sent as absolute paths')
+    .option('--watch', 'follow the sweep to its end, as `sweep watch` does')
+    .option('--dry-run', 'validate the spec and list its cells; start nothing')
+    .option('--progress <mode>', 'with --watch: bars (default on a terminal) or lines', progressMode),
+).action(async (options) => {
+  process.exitCode = await sweepStart(options);
+});
+
+serverOption(
+  sweep
+    .command('watch')
+    .argument('<id>', 'sweep id')
+    .description('follow a sweep: a bar per running cell, counts by state, ETA; exits 0 if it succeeded')
+    .option('--progress <mode>', 'bars (default on a terminal) or lines', progressMode),
+).action(async (id: string, options) => {
+  process.exitCode = await sweepWatch(id, options);
+});
+
+serverOption(
+  sweep
+    .command('list')
+    .description('sweeps, newest first')
+    .option('--state <state...>', 'only sweeps in these states (pending, running, succeeded, failed, cancelled)'),
+).action(async (options) => {
+  process.exitCode = await sweepList(options);
+});
+
+serverOption(
+  sweep.command('get').argument('<id>', 'sweep id').description('a sweep and its cells: state, attempts, score, error'),
+).action(async (id: string, options) => {
+  process.exitCode = await sweepGet(id, options);
+});
+
+serverOption(
+  sweep
+    .command('cancel')
+    .argument('<id>', 'sweep id')
+    .description('cancel a sweep: running cells stop after a checkpoint, no new cells start')
+    .option('--reason <text>', "why, recorded as the sweep's error"),
+).action(async (id: string, options) => {
+  process.exitCode = await sweepCancel(id, options);
+});
+
+serverOption(
+  sweep
+    .command('report')
+    .argument('<id>', 'sweep id')
+    .description('fetch the report (HTML, figures, CSV, JSON) on the cells finished so far')
+    .requiredOption('-o, --out <dir>', 'folder to write the report into (replaced whole)'),
+).action(async (id: string, options) => {
+  process.exitCode = await sweepReport(id, options);
+});
 
 try {
   await program.parseAsync();

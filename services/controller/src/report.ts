@@ -1,0 +1,92 @@
+import { createHash } from 'node:crypto';
+import sharp from 'sharp';
+import {
+  type Aggregate,
+  type CellResult,
+  type SweepSpec,
+  aggregate,
+  buildReport,
+  expandGrid,
+  renderFigures,
+} from '@transferlab/experiment';
+
+/** The report's files in the order GetReport returns them, with their media types. */
+export const REPORT_FILES = {
+  'index.html': 'text/html; charset=utf-8',
+  'report.json': 'application/json',
+  'cells.csv': 'text/csv; charset=utf-8',
+  'arms.csv': 'text/csv; charset=utf-8',
+  'figure2.svg': 'image/svg+xml',
+  'figure3.svg': 'image/svg+xml',
+  'figure2.png': 'image/png',
+  'figure3.png': 'image/png',
+  // The spec and the results, as `transferlab report DIR` reads them to redraw a report folder.
+  'inputs.json': 'application/json',
+} as const;
+
+export type ReportFileName = keyof typeof REPORT_FILES;
+
+export interface ReportFileContent {
+  name: ReportFileName;
+  mediaType: string;
+  data: Buffer;
+  sha256: string;
+}
+
+export interface RenderedReport {
+  aggregate: Aggregate;
+  files: ReportFileContent[];
+}
+
+async function svgToPng(svg: string): Promise<Buffer> {
+  // Twice the SVG's size, as the CLI's report does, so the PNG stays sharp on dense screens.
+  return sharp(Buffer.from(svg), { density: 144 }).png().toBuffer();
+}
+
+/**
+ * A sweep's report as files in memory: the same aggregation, figures and HTML as the local
+ * `transferlab run` writes (packages/experiment), plus PNG copies of the figures. Only the
+ * files asked for are produced (the PNGs are the slow part).
+ */
+export async function renderReport(
+  inputs: { spec: SweepSpec; results: CellResult[]; extra?: Record<string, string> },
+  wanted: ReadonlySet<ReportFileName>,
+): Promise<RenderedReport> {
+  const plan = expandGrid(inputs.spec);
+  const agg = aggregate(plan, inputs.results);
+  const figures = await renderFigures(agg);
+  const report = buildReport(plan, inputs.results, {
+    spec: inputs.spec,
+    generatedAt: new Date().toISOString(),
+    figures,
+    extra: inputs.extra,
+  });
+  const produce: Record<ReportFileName, () => Promise<string | Buffer>> = {
+    'index.html': async () => report.html,
+    'report.json': async () => report.json,
+    'cells.csv': async () => report.cellsCsv,
+    'arms.csv': async () => report.armsCsv,
+    'figure2.svg': async () => figures.figure2,
+    'figure3.svg': async () => figures.figure3,
+    'figure2.png': () => svgToPng(figures.figure2),
+    'figure3.png': () => svgToPng(figures.figure3),
+    'inputs.json': async () => JSON.stringify(inputs, null, 2),
+  };
+  const files: ReportFileContent[] = [];
+  for (const name of Object.keys(REPORT_FILES) as ReportFileName[]) {
+    if (!wanted.has(name)) continue;
+    const content = await produce[name]();
+    const data = typeof content === 'string' ? Buffer.from(content, 'utf8') : content;
+    files.push({
+      name,
+      mediaType: REPORT_FILES[name],
+      data,
+      sha256: createHash('sha256').update(data).digest('hex'),
+    });
+  }
+  return { aggregate: agg, files };
+}
+
+export function isReportFileName(name: string): name is ReportFileName {
+  return Object.hasOwn(REPORT_FILES, name);
+}

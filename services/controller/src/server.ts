@@ -1,0 +1,487 @@
+/**
+ * The SweepService over the SweepController: requests are checked and mapped here, the
+ * sweep's life is the controller's. createServer is what main.ts serves and what the tests
+ * call with embedded ports.
+ */
+import * as grpc from '@grpc/grpc-js';
+import {
+  type CellResult as DomainCellResult,
+  SpecError,
+  type SweepSpec,
+  expandGrid,
+  parseSpec,
+  validateSpec,
+} from '@transferlab/experiment';
+import {
+  type Bus,
+  type BusMessage,
+  type KeyValueStore,
+  type Logger,
+  type ObjectStore,
+  RevisionMismatchError,
+  SWEEPS_BUCKET,
+  type Subscription,
+  cellKey,
+  cellProgressFilter,
+  grpcError,
+  sweepEventSubject,
+  sweepKey,
+  unaryHandler,
+} from '@transferlab/platform';
+import {
+  type Cell,
+  type CancelSweepRequest,
+  type CancelSweepResponse,
+  type GetReportRequest,
+  type GetReportResponse,
+  type GetSweepRequest,
+  type GetSweepResponse,
+  type ListSweepsRequest,
+  type ListSweepsResponse,
+  ReportDelivery,
+  type StartSweepRequest,
+  type StartSweepResponse,
+  type Sweep,
+  type SweepEvent,
+  type SweepServiceServer,
+  SweepServiceService,
+  type WatchSweepRequest,
+  type WatchSweepResponse,
+} from '@transferlab/proto';
+import {
+  MapperError,
+  type ProgressReport,
+  cellResultToProto,
+  checkpointRef,
+  progressToProto,
+  sweepSpecFromProto,
+} from '@transferlab/proto/mappers';
+import { cellKeys, getJson } from '@transferlab/runner/cell-store';
+import {
+  type CellRecord,
+  type CellState as DomainCellState,
+  type SweepRecord,
+  FINAL_CELL_STATES,
+  countCells,
+  isFinalSweep,
+} from '@transferlab/runner/controller/records';
+import type { SweepController, SweepEvent as BusSweepEvent } from '@transferlab/runner/controller/sweep-controller';
+import {
+  armRowsToProto,
+  cellRecordToProto,
+  plannedCellToProto,
+  sweepStatesFromProto,
+  sweepToProto,
+} from './mappers.ts';
+import { type ReportFileName, REPORT_FILES, isReportFileName, renderReport } from './report.ts';
+
+export const SERVICE_NAME = 'transferlab.v1.SweepService';
+
+export interface ServerDeps {
+  controller: SweepController;
+  store: ObjectStore;
+  bus: Bus;
+  log: Logger;
+  /** Where relative dataset paths in a spec resolve (TRANSFERLAB_DATA_ROOT); default the working folder. */
+  dataDir?: string;
+  /** Attempts per cell, each resuming from the cell's last checkpoint (the controller's default: 3). */
+  maxAttempts?: number;
+  /** An upper bound on the cells a sweep trains at once, whatever its spec says (TRANSFERLAB_MAX_TRAINERS). */
+  maxConcurrency?: number;
+  /** Aborted at shutdown: open WatchSweep streams end with UNAVAILABLE, so clients reconnect elsewhere. */
+  shutdown?: AbortSignal;
+}
+
+/** Sweep ids are single subject tokens; anything else cannot name a sweep. */
+const SWEEP_ID = /^[-_=A-Za-z0-9]+$/;
+const DEFAULT_PAGE_SIZE = 100;
+const MAX_PAGE_SIZE = 1000;
+/** After an event puts the sweep in a final state, how long a watch waits for the closing sweep event. */
+const FINAL_GRACE_MS = 5000;
+
+type Snapshot = { sweep: SweepRecord; cells: CellRecord[] };
+
+/** The SweepService implementation, ready for `server.addService(SweepServiceService, ...)`. */
+export function createServer(deps: ServerDeps): SweepServiceServer {
+  const { controller, store, bus, log } = deps;
+  const dataDir = deps.dataDir ?? process.cwd();
+  let kvBucket: Promise<KeyValueStore> | undefined;
+  const kv = (): Promise<KeyValueStore> => (kvBucket ??= bus.kv(SWEEPS_BUCKET, { history: 5 }));
+
+  const requireId = (id: string): string => {
+    if (!id) throw grpcError(grpc.status.INVALID_ARGUMENT, 'sweep_id is required');
+    if (!SWEEP_ID.test(id)) throw grpcError(grpc.status.NOT_FOUND, `sweep ${id} not found`);
+    return id;
+  };
+
+  const load = async (id: string): Promise<Snapshot> => {
+    const current = await controller.get(requireId(id));
+    if (!current) throw grpcError(grpc.status.NOT_FOUND, `sweep ${id} not found`);
+    return current;
+  };
+
+  const resultOf = async (cellId: string): Promise<DomainCellResult | undefined> =>
+    getJson<DomainCellResult>(store, cellKeys.result(cellId));
+
+  /** Cells in dependency order, with their states and, once finished, their results. */
+  const cellsToProto = async (records: readonly CellRecord[]): Promise<Cell[]> => {
+    const states = new Map(records.map((record) => [record.cell.id, record.state]));
+    const cells: Cell[] = [];
+    for (const record of records) {
+      const result = record.state === 'succeeded' ? await resultOf(record.cell.id) : undefined;
+      cells.push(
+        cellRecordToProto(record, (id) => states.get(id), {
+          result:
+            result && cellResultToProto(result, { finalCheckpoint: checkpointRef(cellKeys.final(result.cellId)) }),
+        }),
+      );
+    }
+    return cells;
+  };
+
+  /** Cells with their states only, for a sweep's counts: no result is read. */
+  const statesOf = (records: readonly CellRecord[]): Cell[] => {
+    const states = new Map(records.map((record) => [record.cell.id, record.state]));
+    return records.map((record) => cellRecordToProto(record, (id) => states.get(id)));
+  };
+
+  const snapshotToProto = async (snapshot: Snapshot): Promise<{ sweep: Sweep; cells: Cell[] }> => {
+    const cells = await cellsToProto(snapshot.cells);
+    return { sweep: sweepToProto(snapshot.sweep, cells), cells };
+  };
+
+  const parseRequestSpec = (request: StartSweepRequest): { spec: SweepSpec; specText?: string } => {
+    const file = request.specFile || '<spec>';
+    const source = request.specSource;
+    try {
+      if (source?.$case === 'specText') return { spec: parseSpec(source.value, file), specText: source.value };
+      if (source?.$case === 'spec') return { spec: validateSpec(sweepSpecFromProto(source.value), file) };
+    } catch (error) {
+      if (error instanceof SpecError || error instanceof MapperError) {
+        throw grpcError(grpc.status.INVALID_ARGUMENT, error.message);
+      }
+      throw error;
+    }
+    throw grpcError(grpc.status.INVALID_ARGUMENT, 'spec_text is required (or spec, in structured form)');
+  };
+
+  async function startSweep(request: StartSweepRequest): Promise<StartSweepResponse> {
+    const { spec, specText } = parseRequestSpec(request);
+    let plan;
+    try {
+      plan = expandGrid(spec);
+    } catch (error) {
+      throw grpcError(grpc.status.INVALID_ARGUMENT, `${request.specFile || '<spec>'}: ${(error as Error).message}`);
+    }
+    if (request.validateOnly) {
+      const now = new Date().toISOString();
+      const cells = plan.cells.map(plannedCellToProto);
+      const planned: SweepRecord = {
+        id: '',
+        name: spec.name,
+        spec,
+        specDir: dataDir,
+        state: 'splitting',
+        maxAttempts: deps.maxAttempts ?? 3,
+        cellIds: plan.cells.map((cell) => cell.id),
+        createdAt: now,
+        updatedAt: now,
+      };
+      return { sweep: sweepToProto(planned, cells, { specText }), cells };
+    }
+    const specLimit = spec.concurrency === 'auto' ? Infinity : spec.concurrency;
+    const record = await controller.start(spec, {
+      specDir: dataDir,
+      maxAttempts: deps.maxAttempts,
+      concurrency: deps.maxConcurrency === undefined ? undefined : Math.min(specLimit, deps.maxConcurrency),
+    });
+    log.info({ sweepId: record.id, cells: record.cellIds.length }, 'sweep started');
+    const { sweep, cells } = await snapshotToProto(await load(record.id));
+    return { sweep: { ...sweep, specText: specText ?? '' }, cells };
+  }
+
+  async function getSweep(request: GetSweepRequest): Promise<GetSweepResponse> {
+    return snapshotToProto(await load(request.sweepId));
+  }
+
+  async function listSweeps(request: ListSweepsRequest): Promise<ListSweepsResponse> {
+    const wanted = request.states.length > 0 ? sweepStatesFromProto(request.states) : undefined;
+    // Newest first; the page token is the position of the last sweep returned, so sweeps
+    // started while a client pages do not shift the pages it has not read yet.
+    const order = (a: SweepRecord, b: SweepRecord): number =>
+      b.createdAt.localeCompare(a.createdAt) || b.id.localeCompare(a.id);
+    let sweeps = (await controller.list()).filter((sweep) => !wanted || wanted.has(sweep.state)).sort(order);
+    if (request.pageToken) {
+      const after = decodePageToken(request.pageToken);
+      sweeps = sweeps.filter((sweep) => order(after, sweep) < 0);
+    }
+    const size = Math.min(request.pageSize || DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
+    const page = sweeps.slice(0, size);
+    const out: Sweep[] = [];
+    for (const record of page) {
+      const current = await controller.get(record.id);
+      if (current) out.push(sweepToProto(current.sweep, statesOf(current.cells)));
+    }
+    const last = page.at(-1);
+    return { sweeps: out, nextPageToken: sweeps.length > size && last ? encodePageToken(last) : '' };
+  }
+
+  async function cancelSweep(request: CancelSweepRequest): Promise<CancelSweepResponse> {
+    const before = await load(request.sweepId);
+    const id = before.sweep.id;
+    if (!isFinalSweep(before.sweep.state)) {
+      await controller.cancel(id);
+      await settleCancel(id, request.reason);
+      log.info({ sweepId: id, reason: request.reason || undefined }, 'sweep cancelled');
+    }
+    return { sweep: (await snapshotToProto(await load(id))).sweep };
+  }
+
+  /**
+   * Records the reason as the sweep's error, and makes sure the sweep is CANCELLED: a cancel
+   * that lands while the splits are being made can be overwritten by the driver's move to
+   * `running` (packages/runner's SweepController), which would leave the sweep running with
+   * nothing driving it. The driver has stopped by now, so this write races nobody; it is a
+   * compare-and-set all the same, as the controller's own writes are.
+   */
+  async function settleCancel(id: string, reason: string): Promise<void> {
+    const bucket = await kv();
+    for (let tries = 0; tries < 10; tries++) {
+      const current = await bucket.getJson<SweepRecord>(sweepKey(id));
+      if (!current) return;
+      const stuck = !isFinalSweep(current.value.state);
+      if (!stuck && !reason) return;
+      const next: SweepRecord = {
+        ...current.value,
+        state: stuck ? 'cancelled' : current.value.state,
+        error: reason ? `cancelled: ${reason}` : current.value.error,
+        updatedAt: new Date().toISOString(),
+      };
+      try {
+        await bucket.updateJson(sweepKey(id), next, current.revision);
+      } catch (error) {
+        if (error instanceof RevisionMismatchError) continue;
+        throw error;
+      }
+      if (stuck) {
+        const cells = (await controller.get(id))?.cells ?? [];
+        const event: BusSweepEvent = {
+          sweepId: id,
+          state: 'cancelled',
+          counts: countCells(cells),
+          message: 'cancelled',
+        };
+        await bus.publish(sweepEventSubject(id), event);
+      }
+      return;
+    }
+  }
+
+  async function getReport(request: GetReportRequest): Promise<GetReportResponse> {
+    const current = await load(request.sweepId);
+    const unknown = request.files.filter((name) => !isReportFileName(name));
+    if (unknown.length > 0) {
+      throw grpcError(
+        grpc.status.INVALID_ARGUMENT,
+        `files: unknown report file(s) ${unknown.join(', ')} (a report has ${Object.keys(REPORT_FILES).join(', ')})`,
+      );
+    }
+    const id = current.sweep.id;
+    const results = await controller.results(id);
+    if (results.length === 0) {
+      throw grpcError(grpc.status.FAILED_PRECONDITION, `sweep ${id} has no finished cell yet: no report to make`);
+    }
+    const wanted = new Set<ReportFileName>(
+      request.files.length > 0 ? (request.files as ReportFileName[]) : (Object.keys(REPORT_FILES) as ReportFileName[]),
+    );
+    const complete = current.cells.every((record) => FINAL_CELL_STATES.includes(record.state));
+    const rendered = await renderReport(
+      {
+        spec: current.sweep.spec,
+        results,
+        extra: {
+          sweep: id,
+          'sweep state': current.sweep.state,
+          'cells finished': `${results.length}/${current.sweep.cellIds.length}`,
+        },
+      },
+      wanted,
+    );
+    const byStore = request.delivery === ReportDelivery.REPORT_DELIVERY_STORE_KEY;
+    const files = [];
+    for (const file of rendered.files) {
+      const base = { name: file.name, mediaType: file.mediaType, sizeBytes: file.data.length, sha256: file.sha256 };
+      if (byStore) {
+        const key = `reports/${id}/${file.name}`;
+        await store.put(key, file.data, { metadata: { sha256: file.sha256 } });
+        files.push({ ...base, content: { $case: 'storeKey' as const, value: key } });
+      } else {
+        files.push({ ...base, content: { $case: 'data' as const, value: file.data } });
+      }
+    }
+    return {
+      report: {
+        sweepId: id,
+        name: current.sweep.name,
+        generatedAt: new Date(),
+        complete,
+        files,
+        arms: armRowsToProto(rendered.aggregate),
+        warnings: rendered.aggregate.warnings,
+      },
+    };
+  }
+
+  /**
+   * A snapshot, then every change of the sweep and its cells and every progress report, from
+   * the bus. Subscribes before reading the snapshot so nothing falls in between (an event may
+   * then repeat what the snapshot already shows, which is harmless).
+   */
+  async function watchSweep(call: grpc.ServerWritableStream<WatchSweepRequest, WatchSweepResponse>): Promise<void> {
+    const id = requireId(call.request.sweepId);
+    if (deps.shutdown?.aborted) throw grpcError(grpc.status.UNAVAILABLE, 'the controller is shutting down');
+    if (!(await controller.get(id))) throw grpcError(grpc.status.NOT_FOUND, `sweep ${id} not found`);
+
+    type Item = { kind: 'event'; event: BusSweepEvent } | { kind: 'progress'; cellId: string; message: BusMessage };
+    const queue: Item[] = [];
+    let wake: (() => void) | undefined;
+    let stopped = false;
+    const push = (item: Item): void => {
+      queue.push(item);
+      wake?.();
+    };
+    const stop = (): void => {
+      stopped = true;
+      wake?.();
+    };
+    const subscriptions: Subscription[] = [];
+    const onShutdown = (): void => {
+      if (!stopped) call.emit('error', grpcError(grpc.status.UNAVAILABLE, 'the controller is shutting down'));
+      stop();
+    };
+    call.on('cancelled', stop);
+    deps.shutdown?.addEventListener('abort', onShutdown);
+    let finalTimer: NodeJS.Timeout | undefined;
+    try {
+      subscriptions.push(
+        await bus.subscribe(sweepEventSubject(id), (message) =>
+          push({ kind: 'event', event: message.json<BusSweepEvent>() }),
+        ),
+        await bus.subscribe(cellProgressFilter(id), (message) =>
+          push({ kind: 'progress', cellId: message.subject.split('.').pop()!, message }),
+        ),
+      );
+      const snapshot = await controller.get(id);
+      if (!snapshot) throw grpcError(grpc.status.NOT_FOUND, `sweep ${id} not found`);
+      let sequence = 0;
+      const send = (kind: NonNullable<SweepEvent['kind']>): void => {
+        if (stopped) return;
+        call.write({ event: { sequence: ++sequence, time: new Date(), sweepId: id, kind } });
+      };
+
+      // What the stream knows, kept current from the events, to build each sweep message.
+      let sweep = snapshot.sweep;
+      const records = new Map(snapshot.cells.map((record) => [record.cell.id, record]));
+      const stateOf = (cellId: string): DomainCellState | undefined => records.get(cellId)?.state;
+      const cells = await cellsToProto([...records.values()]);
+      send({ $case: 'snapshot', value: { sweep: sweepToProto(sweep, cells), cells } });
+      const allCellsFinal = (): boolean => [...records.values()].every((r) => FINAL_CELL_STATES.includes(r.state));
+      if (isFinalSweep(sweep.state)) return;
+
+      while (!stopped) {
+        const item = queue.shift();
+        if (!item) {
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = undefined;
+          continue;
+        }
+        if (item.kind === 'progress') {
+          try {
+            const report = item.message.json<ProgressReport & { time?: string }>();
+            const time = report.time ? new Date(report.time) : new Date();
+            send({ $case: 'progress', value: progressToProto(item.cellId, report, time) });
+          } catch (error) {
+            // A malformed report loses one bar update, not the watch.
+            log.warn({ err: error, sweepId: id, subject: item.message.subject }, 'skipped a progress report');
+          }
+          continue;
+        }
+        const { event } = item;
+        if (event.cellId && records.has(event.cellId)) {
+          const record = (await (await kv()).getJson<CellRecord>(cellKey(id, event.cellId)))?.value;
+          if (record) {
+            records.set(event.cellId, record);
+            const result = record.state === 'succeeded' ? await resultOf(record.cell.id) : undefined;
+            send({
+              $case: 'cell',
+              value: cellRecordToProto(record, stateOf, { result: result && cellResultToProto(result) }),
+            });
+          }
+        }
+        if (event.state !== sweep.state || !event.cellId) {
+          sweep = (await (await kv()).getJson<SweepRecord>(sweepKey(id)))?.value ?? { ...sweep, state: event.state };
+        }
+        send({
+          $case: 'sweep',
+          value: sweepToProto({ ...sweep, state: event.state }, statesOf([...records.values()])),
+        });
+        if (isFinalSweep(event.state)) {
+          // The controller closes a sweep with an event that names no cell; cells it stops on
+          // cancel come just before. Do not wait forever for a closing event that was missed.
+          if (!event.cellId || allCellsFinal()) break;
+          finalTimer ??= setTimeout(stop, FINAL_GRACE_MS);
+        }
+      }
+    } finally {
+      clearTimeout(finalTimer);
+      deps.shutdown?.removeEventListener('abort', onShutdown);
+      call.off('cancelled', stop);
+      for (const subscription of subscriptions) await subscription.unsubscribe().catch(() => undefined);
+    }
+  }
+
+  const watchHandler: grpc.handleServerStreamingCall<WatchSweepRequest, WatchSweepResponse> = (call) => {
+    watchSweep(call).then(
+      () => {
+        if (!call.writableEnded) call.end();
+      },
+      (error: unknown) => {
+        const err = error as Partial<grpc.ServiceError> & Error;
+        if (err.code === undefined) log.error({ err, sweepId: call.request.sweepId }, 'WatchSweep failed');
+        call.emit('error', err.code === undefined ? grpcError(grpc.status.INTERNAL, err.message) : err);
+      },
+    );
+  };
+
+  return {
+    startSweep: unaryHandler(startSweep, log),
+    getSweep: unaryHandler(getSweep, log),
+    listSweeps: unaryHandler(listSweeps, log),
+    watchSweep: watchHandler,
+    cancelSweep: unaryHandler(cancelSweep, log),
+    getReport: unaryHandler(getReport, log),
+  };
+}
+
+/** The registration startGrpcServer takes. */
+export function sweepServiceRegistration(implementation: SweepServiceServer): {
+  name: string;
+  definition: grpc.ServiceDefinition;
+  implementation: grpc.UntypedServiceImplementation;
+} {
+  return { name: SERVICE_NAME, definition: SweepServiceService, implementation };
+}
+
+function encodePageToken(sweep: SweepRecord): string {
+  return Buffer.from(JSON.stringify([sweep.createdAt, sweep.id])).toString('base64url');
+}
+
+function decodePageToken(token: string): SweepRecord {
+  try {
+    const [createdAt, id] = JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as unknown[];
+    if (typeof createdAt === 'string' && typeof id === 'string') return { createdAt, id } as SweepRecord;
+  } catch {
+    // Falls through to the error below.
+  }
+  throw grpcError(grpc.status.INVALID_ARGUMENT, 'page_token: not a token from a previous ListSweeps response');
+}

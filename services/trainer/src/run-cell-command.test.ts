@@ -37,7 +37,8 @@ interface Trainer {
 
 function startTrainer(args: string[], env: Record<string, string>): Trainer {
   const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), TRAINER_MAIN, ...args], {
-    env: { ...process.env, TRANSFERLAB_NATS_URL: nats.url, ...env },
+    // An empty S3 endpoint keeps the trainer on the local store even when the test script exports S3.
+    env: { ...process.env, TRANSFERLAB_S3_ENDPOINT: '', TRANSFERLAB_NATS_URL: nats.url, ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
@@ -162,7 +163,7 @@ describe('ProcessExecutor with the real trainer', () => {
     const seen = await watchSweep(sweepId);
     const executor = new ProcessExecutor({
       maxProcesses: 1,
-      env: { TRANSFERLAB_STORE: root, TRANSFERLAB_NATS_URL: nats.url },
+      env: { TRANSFERLAB_STORE: root, TRANSFERLAB_S3_ENDPOINT: '', TRANSFERLAB_NATS_URL: nats.url },
       onOutput: () => undefined,
     });
     let most = 0;

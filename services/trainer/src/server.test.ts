@@ -171,6 +171,7 @@ describe('TrainerService', () => {
       env: {
         ...process.env,
         TRANSFERLAB_STORE: fixture.root,
+        TRANSFERLAB_S3_ENDPOINT: '',
         TRANSFERLAB_PORT: String(port),
         TRANSFERLAB_NATS_URL: '',
       },

@@ -1,14 +1,11 @@
 // Every service as its own process on loopback, with a real nats-server and a real S3
 // (Ceph radosgw): a tiny sweep from the CLI to its report, then a Python gRPC client.
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import * as grpc from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
-import { protoPath as healthProtoPath } from 'grpc-health-check';
 import {
   type BusMessage,
   S3Store,
@@ -17,52 +14,14 @@ import {
   connectNatsBus,
   s3StoreOptionsFromEnv,
 } from '@transferlab/platform';
-import { REPO, type RealServers, freePort, realServers } from './support/servers.ts';
+import { REPO, type RealServers, realServers } from './support/servers.ts';
+import { type Services, TINY_SPEC as SPEC, startServices } from './support/services.ts';
 
 const run = promisify(execFile);
-const tsx = import.meta.resolve('tsx');
-const SERVICES = ['dataset-splitter', 'transplanter', 'evaluator', 'controller'] as const;
-
-const SPEC = `
-name: e2e
-dataset: { kind: mnist }
-split: { kind: random, trainPerClass: 20, valPerClass: 5, testPerClass: 5 }
-net: { kind: small, width: 0.25 }
-training: { batchSize: 16, maxEpochs: 1, patience: 1, augment: false, scoreTopK: 1 }
-layers: [1, 3]
-arms: [baseA, baseB, AnB, BnB+]
-concurrency: 2
-`;
-
-async function healthy(address: string, deadlineMs: number): Promise<void> {
-  const definition = loadSync(healthProtoPath, { keepCase: true, enums: String });
-  const Health = grpc.loadPackageDefinition(definition).grpc as unknown as {
-    health: { v1: { Health: new (address: string, credentials: grpc.ChannelCredentials) => grpc.Client } };
-  };
-  const client = new Health.health.v1.Health(address, grpc.credentials.createInsecure()) as grpc.Client & {
-    check: (req: object, opts: object, cb: (err: Error | null, res: { status: string }) => void) => void;
-  };
-  const until = Date.now() + deadlineMs;
-  try {
-    for (;;) {
-      const status = await new Promise<string>((resolve) =>
-        client.check({ service: '' }, { deadline: Date.now() + 1000 }, (error, response) =>
-          resolve(error ? 'DOWN' : response.status),
-        ),
-      );
-      if (status === 'SERVING') return;
-      if (Date.now() > until) throw new Error(`${address} is not SERVING after ${deadlineMs} ms`);
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-  } finally {
-    client.close();
-  }
-}
 
 describe('services end to end', () => {
   let servers: RealServers;
-  const processes: ChildProcess[] = [];
-  const logs = new Map<string, string>();
+  let services: Services;
   const env: Record<string, string> = {};
   let controllerAddress = '';
   let work = '';
@@ -70,43 +29,13 @@ describe('services end to end', () => {
   beforeAll(async () => {
     servers = await realServers();
     work = await mkdtemp(join(tmpdir(), 'tl-e2e-'));
-    const ports = Object.fromEntries(await Promise.all(SERVICES.map(async (name) => [name, await freePort()])));
-    Object.assign(env, servers.env, {
-      TRANSFERLAB_S3_PREFIX: `e2e-${process.pid}-${Date.now()}`,
-      TRANSFERLAB_SPLITTER_ADDR: `127.0.0.1:${ports['dataset-splitter']}`,
-      TRANSFERLAB_TRANSPLANTER_ADDR: `127.0.0.1:${ports.transplanter}`,
-      TRANSFERLAB_EVALUATOR_ADDR: `127.0.0.1:${ports.evaluator}`,
-      TRANSFERLAB_MAX_TRAINERS: '2',
-      TRANSFERLAB_LOG_LEVEL: 'warn',
-    });
-    controllerAddress = `127.0.0.1:${ports.controller}`;
-    for (const name of SERVICES) {
-      const child = spawn(process.execPath, ['--import', tsx, join(REPO, 'services', name, 'src', 'main.ts')], {
-        env: { ...process.env, ...env, TRANSFERLAB_PORT: String(ports[name]) },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      logs.set(name, '');
-      const keep = (chunk: Buffer): void => {
-        logs.set(name, (logs.get(name)! + chunk.toString()).slice(-20_000));
-      };
-      child.stdout!.on('data', keep);
-      child.stderr!.on('data', keep);
-      processes.push(child);
-    }
-    try {
-      await Promise.all(SERVICES.map((name) => healthy(`127.0.0.1:${ports[name]}`, 60_000)));
-    } catch (error) {
-      throw new Error(`${(error as Error).message}\n${[...logs].map(([n, l]) => `--- ${n}\n${l}`).join('\n')}`);
-    }
+    services = await startServices({ servers, name: 'e2e' });
+    Object.assign(env, services.env);
+    controllerAddress = services.controllerAddress;
   }, 240_000);
 
   afterAll(async () => {
-    for (const child of processes) child.kill('SIGTERM');
-    await Promise.all(
-      processes.map(
-        (child) => new Promise((resolve) => (child.exitCode !== null ? resolve(null) : child.once('exit', resolve))),
-      ),
-    );
+    await services?.stop();
     await servers?.stop();
   }, 60_000);
 
@@ -118,9 +47,7 @@ describe('services end to end', () => {
       [cli, 'sweep', 'start', '-f', 'e2e.yaml', '--server', controllerAddress, '--watch', '--progress', 'lines'],
       { cwd: work, env: { ...process.env, ...env }, timeout: 300_000 },
     ).catch((error: { stdout: string; stderr: string; message: string }) => {
-      throw new Error(
-        `${error.message}\n${error.stdout}\n${error.stderr}\n${[...logs].map(([n, l]) => `--- ${n}\n${l}`).join('\n')}`,
-      );
+      throw new Error(`${error.message}\n${error.stdout}\n${error.stderr}\n${services.logs()}`);
     });
     const sweepId = /sweep ([a-z0-9-]+-[0-9a-f]{8})/.exec(started.stdout)?.[1];
     expect(sweepId, started.stdout).toBeDefined();

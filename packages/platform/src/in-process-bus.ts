@@ -43,6 +43,7 @@ import {
   workQueueStreamName,
   workQueueSubject,
 } from './subjects.ts';
+import { consumeInSpan, runInMessageContext, withTraceHeaders } from './telemetry-context.ts';
 
 /**
  * The bus in memory, for the one-machine mode: the same streams, durable consumers, work
@@ -133,7 +134,8 @@ class InProcessBus implements Bus {
     const bytes = encodePayload(data, where);
     const stream = this.streams.find((s) => subjectMatches(s.subjects, subject));
     if (!stream) throw new Error(`${where}: no stream captures this subject`);
-    return stream.append(subject, bytes, { ...options.headers }, options.msgId);
+    // The active trace context rides along as `traceparent` unless the caller set one.
+    return stream.append(subject, bytes, { ...withTraceHeaders(options.headers) }, options.msgId);
   }
 
   async subscribe(filter: string, handler: MessageHandler, options: SubscribeOptions = {}): Promise<Subscription> {
@@ -162,7 +164,9 @@ class InProcessBus implements Bus {
     }
     consumer.maxDeliver = maxDeliver;
     stream.consumers.add(consumer);
-    const worker = consumer.addWorker(handler, retryDelayMs);
+    // The handler runs in the trace context its message carried.
+    const traced: MessageHandler = (msg) => runInMessageContext(msg.headers, () => handler(msg));
+    const worker = consumer.addWorker(traced, retryDelayMs);
     const subscription: Subscription = {
       unsubscribe: async () => {
         this.subscriptions.delete(subscription);
@@ -428,7 +432,9 @@ class MemoryWorkQueue implements WorkQueue {
   }
 
   async consume(handler: MessageHandler, options: ConsumeOptions = {}): Promise<Subscription> {
-    return this.bus.consume(this.stream, this.consumer, handler, options);
+    // Each job is handled in a CONSUMER span, child of the trace context its message carried.
+    const traced: MessageHandler = (msg) => consumeInSpan(this.name, msg.headers, async () => handler(msg));
+    return this.bus.consume(this.stream, this.consumer, traced, options);
   }
 }
 

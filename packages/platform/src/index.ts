@@ -10,3 +10,8 @@ export * from './grpc/client.ts';
 export * from './adapters.ts';
 export { S3Store, ObjectIntegrityError, S3StoreError, s3StoreOptionsFromEnv, type S3StoreOptions } from './s3-store.ts';
 export { connectNatsBus, type NatsBusOptions } from './nats-bus.ts';
+export * from './telemetry-attributes.ts';
+export * from './telemetry-context.ts';
+export * from './telemetry-instruments.ts';
+export { instrumentService, tracingInterceptor } from './telemetry-grpc.ts';
+// The SDK itself (startTelemetry) is the subpath '@transferlab/platform/telemetry': only mains load it.

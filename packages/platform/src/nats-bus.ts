@@ -66,6 +66,7 @@ import {
   workQueueStreamName,
   workQueueSubject,
 } from './subjects.ts';
+import { consumeInSpan, runInMessageContext, withTraceHeaders } from './telemetry-context.ts';
 
 /**
  * The bus over NATS JetStream (server 2.9+, the `nats` 2.x client). On connect it creates or
@@ -269,7 +270,8 @@ class NatsBus implements Bus {
     const bytes = encodePayload(data, where);
     // A dedupe id even when the caller gave none: a retry after a lost ack stores nothing twice.
     const msgID = options.msgId ?? nuid.next();
-    const headers = toNatsHeaders(options.headers);
+    // The active trace context rides along as `traceparent` unless the caller set one.
+    const headers = toNatsHeaders(withTraceHeaders(options.headers));
     for (let attempt = 1; ; attempt++) {
       try {
         const ack = await this.js.publish(subject, bytes, { msgID, headers });
@@ -317,7 +319,9 @@ class NatsBus implements Bus {
         throw wrap(`${where}: cannot create a consumer on stream ${EVENTS_STREAM}`, error);
       }
     }
-    return this.startPulling(where, EVENTS_STREAM, name, handler, {
+    // The handler runs in the trace context its message carried.
+    const traced: MessageHandler = (msg) => runInMessageContext(msg.headers, () => handler(msg));
+    return this.startPulling(where, EVENTS_STREAM, name, traced, {
       batch: SUBSCRIPTION_BATCH,
       ackWaitMs: DEFAULT_ACK_WAIT_MS,
       maxDeliver,
@@ -500,7 +504,9 @@ class NatsWorkQueue implements WorkQueue {
       ack_wait: nanos(ackWaitMs),
       max_deliver: maxDeliver,
     });
-    return this.bus.startPulling(where, this.stream, WORK_QUEUE_CONSUMER, handler, {
+    // Each job is handled in a CONSUMER span, child of the trace context its message carried.
+    const traced: MessageHandler = (msg) => consumeInSpan(this.name, msg.headers, async () => handler(msg));
+    return this.bus.startPulling(where, this.stream, WORK_QUEUE_CONSUMER, traced, {
       batch: 1,
       ackWaitMs,
       maxDeliver,

@@ -25,12 +25,16 @@ export interface CellProgress {
   imagesPerSecond?: number;
   /** Set on the report that closes an epoch, after its validation. */
   epochDone?: boolean;
+  /** On the report that closes an epoch: the epoch's time in seconds, its validation included. */
+  epochSeconds?: number;
 }
 
 export interface TrainCellOptions {
   signal?: AbortSignal;
   progress?: (progress: CellProgress) => void;
   log?: (message: string, fields?: Record<string, unknown>) => void;
+  /** After each checkpoint is stored (resumable ones and the final net): its size and time (telemetry). */
+  onCheckpoint?: (info: { bytes: number; seconds: number; final: boolean }) => void;
 }
 
 /** How a cell's training went: stored beside its trained net, read by the evaluator. */
@@ -75,6 +79,13 @@ export async function trainCell(
   const data = trainData(cell, trainSet!, valSet!);
   const model = await initialNet(store, cell);
   const { training } = cell;
+  // Every checkpoint goes through here, so its size and time reach the telemetry hook.
+  const storeCheckpoint = async (prefix: string, checkpoint: Parameters<typeof saveCheckpoint>[2], final: boolean) => {
+    const begun = performance.now();
+    const manifest = await saveCheckpoint(store, prefix, checkpoint);
+    const bytes = manifest.objects.reduce((sum, object) => sum + object.size, 0);
+    options.onCheckpoint?.({ bytes, seconds: (performance.now() - begun) / 1000, final });
+  };
   try {
     const saved = await loadCheckpoint(store, cellKeys.checkpoint(cell.id));
     const resume = saved && isTrainCheckpoint(saved) ? saved : undefined;
@@ -99,9 +110,7 @@ export async function trainCell(
       patience: training.patience,
       minEpochs: training.minEpochs,
       checkpointEveryEpochs: training.checkpointEveryEpochs,
-      saveCheckpoint: async (checkpoint) => {
-        await saveCheckpoint(store, cellKeys.checkpoint(cell.id), checkpoint);
-      },
+      saveCheckpoint: (checkpoint) => storeCheckpoint(cellKeys.checkpoint(cell.id), checkpoint, false),
       resume,
       signal: options.signal,
       onStep: (step) => {
@@ -121,6 +130,7 @@ export async function trainCell(
           loss: record.loss,
           imagesPerSecond: lastImagesPerSecond,
           epochDone: true,
+          epochSeconds: record.seconds,
         });
       },
     });
@@ -128,7 +138,7 @@ export async function trainCell(
 
     // The trained net first, then the outcome that points at it: a crash between leaves a cell
     // that trains again from its final checkpoint, never an outcome without a net.
-    await saveCheckpoint(store, cellKeys.final(cell.id), { model });
+    await storeCheckpoint(cellKeys.final(cell.id), { model }, true);
     const outcome: TrainingOutcome = {
       cellId: cell.id,
       history: result.history,

@@ -1,11 +1,29 @@
 import { availableParallelism } from 'node:os';
 import * as z from 'zod';
 import { portSchema } from '@transferlab/platform';
+import type { TrainerJobSettings } from '@transferlab/runner/controller/kubernetes-job';
 
 export const DEFAULT_PORT = 50060;
 
 const address = z.string().regex(/^\S+:\d+$/, 'must be HOST:PORT');
 const positiveInt = z.coerce.number().int().positive();
+const nonNegativeInt = z.coerce.number().int().min(0);
+
+/** A variable holding JSON (maps and lists from the chart's values), checked against `schema`. */
+function json<T extends z.ZodType>(schema: T) {
+  return z
+    .string()
+    .transform((text, context) => {
+      try {
+        return JSON.parse(text) as unknown;
+      } catch {
+        context.addIssue({ code: 'custom', message: `must be JSON, got '${text.slice(0, 80)}'` });
+        return z.NEVER;
+      }
+    })
+    .pipe(schema);
+}
+const quantities = z.record(z.string(), z.string());
 
 /**
  * The controller's own settings (TRANSFERLAB_<KEY>); the store and the bus adapters read theirs
@@ -29,4 +47,85 @@ export const controllerConfig = {
    * (the same variable) is what counts. Default: the working folder.
    */
   dataRoot: z.string().min(1).optional(),
+
+  /** How trainers run: `process` (child processes here) or `kubernetes` (one Job per cell attempt). */
+  executor: z.enum(['process', 'kubernetes']).default('process'),
+  // The trainer Jobs (executor=kubernetes), from the chart's `trainer` values.
+  /** Where the Jobs go. Default: the controller's own namespace (from its service account), else `default`. */
+  k8sNamespace: z.string().min(1).optional(),
+  /** `app.kubernetes.io/instance` of the Jobs: the Helm release. */
+  k8sInstance: z.string().min(1).default('transferlab'),
+  k8sTrainerImage: z.string().min(1).optional(),
+  k8sImagePullPolicy: z.enum(['Always', 'IfNotPresent', 'Never']).optional(),
+  /** JSON: `["regcred"]` or `[{"name":"regcred"}]`. */
+  k8sImagePullSecrets: json(z.array(z.union([z.string(), z.object({ name: z.string() })]))).optional(),
+  /** The trainer pods' ServiceAccount. */
+  k8sServiceAccount: z.string().min(1).optional(),
+  /** The ConfigMap trainers take their settings from (TRANSFERLAB_NATS_URL, TRANSFERLAB_S3_ENDPOINT, ...). */
+  k8sConfigMap: z.string().min(1).optional(),
+  /** The Secret with the S3 keys, and the keys in it. */
+  k8sS3Secret: z.string().min(1).optional(),
+  k8sS3AccessKeyKey: z.string().min(1).default('TRANSFERLAB_S3_ACCESS_KEY'),
+  k8sS3SecretKeyKey: z.string().min(1).default('TRANSFERLAB_S3_SECRET_KEY'),
+  k8sGpuResource: z.string().min(1).default('nvidia.com/gpu'),
+  k8sGpuCount: nonNegativeInt.default(1),
+  /** JSON `{"requests":{...},"limits":{...}}`; else k8sCpu and k8sMemory. */
+  k8sResources: json(z.object({ requests: quantities.optional(), limits: quantities.optional() })).optional(),
+  /** CPU request per trainer. */
+  k8sCpu: z.string().min(1).optional(),
+  /** Memory per trainer: request and limit. */
+  k8sMemory: z.string().min(1).optional(),
+  k8sNodeSelector: json(z.record(z.string(), z.string())).optional(),
+  k8sTolerations: json(z.array(z.looseObject({}))).optional(),
+  k8sAffinity: json(z.looseObject({})).optional(),
+  k8sRuntimeClassName: z.string().min(1).optional(),
+  k8sPriorityClassName: z.string().min(1).optional(),
+  /** Longest one attempt may run; 0: no limit. */
+  k8sActiveDeadlineSeconds: nonNegativeInt.optional(),
+  k8sTtlSecondsAfterFinished: nonNegativeInt.optional(),
+  k8sTerminationGracePeriodSeconds: nonNegativeInt.optional(),
+  /** How long a trainer may wait to start (no free GPU, image pull) before its cell fails. */
+  k8sPendingTimeoutSeconds: positiveInt.default(1800),
 };
+
+export type ControllerConfig = z.output<z.ZodObject<typeof controllerConfig>>;
+
+/** The trainer Job settings from the configuration; the error names the variable that is missing. */
+export function trainerJobSettings(config: ControllerConfig, namespace: string): TrainerJobSettings {
+  const required = (value: string | undefined, variable: string): string => {
+    if (!value) throw new Error(`invalid configuration:\n  ${variable}: required when TRANSFERLAB_EXECUTOR=kubernetes`);
+    return value;
+  };
+  const resources = config.k8sResources ?? {
+    requests: {
+      ...(config.k8sCpu ? { cpu: config.k8sCpu } : {}),
+      ...(config.k8sMemory ? { memory: config.k8sMemory } : {}),
+    },
+    limits: config.k8sMemory ? { memory: config.k8sMemory } : {},
+  };
+  const some = <T extends object>(value: T | undefined): T | undefined =>
+    value && Object.keys(value).length > 0 ? value : undefined;
+  return {
+    namespace,
+    instance: config.k8sInstance,
+    image: required(config.k8sTrainerImage, 'TRANSFERLAB_K8S_TRAINER_IMAGE'),
+    imagePullPolicy: config.k8sImagePullPolicy,
+    imagePullSecrets: config.k8sImagePullSecrets?.map((secret) => (typeof secret === 'string' ? secret : secret.name)),
+    serviceAccountName: config.k8sServiceAccount,
+    configMapName: required(config.k8sConfigMap, 'TRANSFERLAB_K8S_CONFIG_MAP'),
+    s3Secret: config.k8sS3Secret
+      ? { name: config.k8sS3Secret, accessKeyKey: config.k8sS3AccessKeyKey, secretKeyKey: config.k8sS3SecretKeyKey }
+      : undefined,
+    gpus: config.k8sGpuCount,
+    gpuResource: config.k8sGpuResource,
+    resources,
+    nodeSelector: some(config.k8sNodeSelector),
+    tolerations: some(config.k8sTolerations) as TrainerJobSettings['tolerations'],
+    affinity: some(config.k8sAffinity) as TrainerJobSettings['affinity'],
+    runtimeClassName: config.k8sRuntimeClassName,
+    priorityClassName: config.k8sPriorityClassName,
+    activeDeadlineSeconds: config.k8sActiveDeadlineSeconds || undefined,
+    ttlSecondsAfterFinished: config.k8sTtlSecondsAfterFinished,
+    terminationGracePeriodSeconds: config.k8sTerminationGracePeriodSeconds,
+  };
+}

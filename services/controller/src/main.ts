@@ -1,18 +1,30 @@
 #!/usr/bin/env node
 // The controller: the SweepService. Only wiring here; the sweep's logic is packages/runner's
 // SweepController, the RPCs are server.ts, the cell steps are gRPC calls (steps-client.ts) and
-// each cell's trainer is a child process (ProcessExecutor).
+// each cell's trainer is a child process (ProcessExecutor) or a Kubernetes Job (KubernetesExecutor).
 import { resolve } from 'node:path';
-import { createLogger, loadConfig, onShutdownSignal, openBus, openStore, startGrpcServer } from '@transferlab/platform';
+import {
+  SweepMetrics,
+  createLogger,
+  loadConfig,
+  onShutdownSignal,
+  openBus,
+  openStore,
+  startGrpcServer,
+} from '@transferlab/platform';
+import { startTelemetry } from '@transferlab/platform/telemetry';
+import { KubernetesExecutor, inClusterNamespace } from '@transferlab/runner/controller/kubernetes-executor';
 import { ProcessExecutor } from '@transferlab/runner/controller/process-executor';
 import { SweepController } from '@transferlab/runner/controller/sweep-controller';
-import { controllerConfig } from './config.ts';
+import { controllerConfig, trainerJobSettings } from './config.ts';
 import { SERVICE_NAME, createServer, sweepServiceRegistration } from './server.ts';
 import { GrpcCellSteps } from './steps-client.ts';
 
 const log = createLogger('controller');
 
 async function main(): Promise<void> {
+  // Metrics endpoint and trace export first: everything after is observed.
+  const telemetry = await startTelemetry({ service: 'controller' });
   const config = loadConfig(controllerConfig);
   const store = openStore();
   const bus = await openBus('controller');
@@ -25,16 +37,28 @@ async function main(): Promise<void> {
     evaluatorAddress: config.evaluatorAddr,
     store,
   });
-  const executor = new ProcessExecutor({
-    maxProcesses: config.maxTrainers,
-    log: (message, fields) => log.info(fields ?? {}, message),
-  });
+  // Running trainers serve their metrics on the ports after the controller's (9464: 9465, 9466, ...).
+  const metricsPort = telemetry.metricsPort;
+  const executor =
+    config.executor === 'kubernetes'
+      ? new KubernetesExecutor({
+          settings: trainerJobSettings(config, config.k8sNamespace ?? inClusterNamespace() ?? 'default'),
+          pendingTimeoutMs: config.k8sPendingTimeoutSeconds * 1000,
+          onStatus: (cellId, status) => log.info({ cellId, ...status }, 'trainer status'),
+          log: (message, fields) => log.info(fields ?? {}, message),
+        })
+      : new ProcessExecutor({
+          maxProcesses: config.maxTrainers,
+          metricsPorts: metricsPort ? Array.from({ length: config.maxTrainers }, (_, i) => metricsPort + 1 + i) : [],
+          log: (message, fields) => log.info(fields ?? {}, message),
+        });
   const controller = new SweepController({
     store,
     bus,
     steps,
     executor,
     log: (message, fields) => log.warn(fields ?? {}, message),
+    metrics: new SweepMetrics(telemetry.meter),
   });
   const shutdown = new AbortController();
   const service = createServer({
@@ -61,10 +85,12 @@ async function main(): Promise<void> {
     server.health.setStatus(SERVICE_NAME, 'NOT_SERVING');
     server.health.setStatus('', 'NOT_SERVING');
     shutdown.abort(); // open WatchSweep streams end with UNAVAILABLE
-    await controller.close(); // trainers checkpoint and stop; KV keeps every sweep for the next start
+    if (executor instanceof KubernetesExecutor) executor.detach(); // trainer Jobs run on: the next controller adopts them
+    await controller.close(); // trainer processes checkpoint and stop; KV keeps every sweep for the next start
     await server.shutdown();
     steps.close();
     await bus.close();
+    await telemetry.shutdown();
   }, log);
 }
 

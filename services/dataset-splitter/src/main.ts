@@ -2,6 +2,7 @@
 // The dataset-splitter: DatasetSplitterService over gRPC. Only wiring here; the work is in
 // server.ts. Environment and ports: README.md.
 import { createLogger, loadConfig, onShutdownSignal, openBus, openStore, startGrpcServer } from '@transferlab/platform';
+import { startTelemetry } from '@transferlab/platform/telemetry';
 import { DatasetSplitterServiceService } from '@transferlab/proto';
 import { splitterConfig } from './config.ts';
 import { SERVICE_NAME, createServer } from './server.ts';
@@ -9,6 +10,8 @@ import { SERVICE_NAME, createServer } from './server.ts';
 const log = createLogger('dataset-splitter');
 
 try {
+  // Metrics endpoint and trace export first: everything after is observed.
+  const telemetry = await startTelemetry({ service: 'dataset-splitter' });
   const config = loadConfig(splitterConfig);
   const store = openStore();
   const bus = await openBus('dataset-splitter');
@@ -27,6 +30,7 @@ try {
   onShutdownSignal(async () => {
     await server.shutdown();
     await bus.close();
+    await telemetry.shutdown();
   }, log);
 } catch (error) {
   log.error({ err: error }, 'the dataset-splitter could not start');

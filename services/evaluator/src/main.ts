@@ -2,6 +2,7 @@
 // The evaluator: EvaluatorService over gRPC, and consumers of the `evaluations` work queue.
 // Only wiring here; the work is in server.ts. Environment and ports: README.md.
 import { createLogger, loadConfig, onShutdownSignal, openBus, openStore, startGrpcServer } from '@transferlab/platform';
+import { startTelemetry } from '@transferlab/platform/telemetry';
 import { EvaluatorServiceService } from '@transferlab/proto';
 import { evaluatorConfig } from './config.ts';
 import { SERVICE_NAME, consumeEvaluations, createServer } from './server.ts';
@@ -9,6 +10,8 @@ import { SERVICE_NAME, consumeEvaluations, createServer } from './server.ts';
 const log = createLogger('evaluator');
 
 try {
+  // Metrics endpoint and trace export first: everything after is observed.
+  const telemetry = await startTelemetry({ service: 'evaluator' });
   const config = loadConfig(evaluatorConfig);
   const store = openStore();
   const bus = await openBus('evaluator');
@@ -30,6 +33,7 @@ try {
     await Promise.all(consumers.map((consumer) => consumer.unsubscribe()));
     await server.shutdown();
     await bus.close();
+    await telemetry.shutdown();
   }, log);
 } catch (error) {
   log.error({ err: error }, 'the evaluator could not start');

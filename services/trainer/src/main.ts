@@ -2,14 +2,39 @@
 // The trainer. `run-cell --cell-id ID --sweep-id SWEEP`: train one cell and exit (a cluster's
 // per-cell pod, or the process executor's child). No subcommand: the gRPC TrainerService.
 // Only wiring here; the work is in run-cell-command.ts and server.ts. Exit codes: README.md.
-import { createLogger, loadConfig, onShutdownSignal, openBus, openStore } from '@transferlab/platform';
+import {
+  ATTRIBUTES,
+  TrainingMetrics,
+  createLogger,
+  currentTraceparent,
+  extractContext,
+  loadConfig,
+  onShutdownSignal,
+  openBus,
+  openStore,
+  withSpan,
+} from '@transferlab/platform';
+import { type Telemetry, startTelemetry } from '@transferlab/platform/telemetry';
 import { trainerConfig } from './config.ts';
 import { EXIT_CODES, RUN_CELL_USAGE, parseRunCellArgs, runCellCommand } from './run-cell-command.ts';
 import { createServer } from './server.ts';
 
 const log = createLogger('trainer');
 
-async function runCell(argv: string[]): Promise<number> {
+/**
+ * A one-shot trainer's telemetry: its metrics port comes from the executor (a Kubernetes pod
+ * keeps the default). A port it cannot take costs the metrics, never the cell.
+ */
+async function runCellTelemetry(): Promise<Telemetry> {
+  try {
+    return await startTelemetry({ service: 'trainer' });
+  } catch (error) {
+    log.warn({ err: error }, 'serving no metrics');
+    return startTelemetry({ service: 'trainer', metricsPort: 'off' });
+  }
+}
+
+async function runCell(argv: string[], telemetry: Telemetry): Promise<number> {
   let args: ReturnType<typeof parseRunCellArgs>;
   let config: ReturnType<typeof loadConfig<typeof trainerConfig>>;
   try {
@@ -42,15 +67,28 @@ async function runCell(argv: string[]): Promise<number> {
   }
   if (!bus) return EXIT_CODES.interrupted;
   if (!process.env.TRANSFERLAB_NATS_URL) log.warn('TRANSFERLAB_NATS_URL is not set: events stay in this process');
+  const connected = bus;
   try {
-    return await runCellCommand(args, {
-      store,
-      bus,
-      log,
-      signal: controller.signal,
-      traceparent: config.traceparent,
-      progressIntervalMs: config.progressIntervalMs,
-    });
+    // The run is a span in the trace of the controller's cell (TRANSFERLAB_TRACEPARENT).
+    const span = {
+      parent: extractContext(config.traceparent ? { traceparent: config.traceparent } : undefined),
+      attributes: {
+        [ATTRIBUTES.sweepId]: args.sweepId,
+        [ATTRIBUTES.cellId]: args.cellId,
+        [ATTRIBUTES.attempt]: args.attempt,
+      },
+    };
+    return await withSpan('run-cell', span, () =>
+      runCellCommand(args, {
+        store,
+        bus: connected,
+        log,
+        signal: controller.signal,
+        traceparent: currentTraceparent() ?? config.traceparent,
+        progressIntervalMs: config.progressIntervalMs,
+        metrics: new TrainingMetrics(telemetry.meter),
+      }),
+    );
   } finally {
     // Drain: what was published reaches the server before the process leaves.
     await bus.close().catch((error: unknown) => log.warn({ err: error }, 'closing the bus failed'));
@@ -58,6 +96,8 @@ async function runCell(argv: string[]): Promise<number> {
 }
 
 async function serve(): Promise<void> {
+  // Metrics endpoint and trace export first: everything after is observed.
+  const telemetry = await startTelemetry({ service: 'trainer' });
   const config = loadConfig(trainerConfig);
   const store = openStore();
   const bus = await openBus('trainer');
@@ -68,16 +108,23 @@ async function serve(): Promise<void> {
     port: config.port,
     host: config.host,
     progressIntervalMs: config.progressIntervalMs,
+    metrics: new TrainingMetrics(telemetry.meter),
   });
   onShutdownSignal(async () => {
     await server.shutdown();
     await bus.close();
+    await telemetry.shutdown();
   }, log);
 }
 
 const [command, ...rest] = process.argv.slice(2);
 if (command === 'run-cell') {
-  process.exit(await runCell(rest));
+  const telemetry = await runCellTelemetry();
+  const code = await runCell(rest, telemetry);
+  // A scraper that watched this run sees its last values before the process goes.
+  await telemetry.awaitScrapes(1);
+  await telemetry.shutdown();
+  process.exit(code);
 } else if (command === undefined || command === 'serve') {
   try {
     await serve();

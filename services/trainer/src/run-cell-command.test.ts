@@ -75,7 +75,7 @@ async function waitFor(check: () => boolean, what: string, timeoutMs = 10_000): 
 const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
 
 describe('trainer run-cell', () => {
-  it('trains a cell, publishes progress and completion with the traceparent, and exits 0', async () => {
+  it('trains a cell, publishes progress and completion in the trace of its traceparent, and exits 0', async () => {
     const { root, store, baseA } = await tinyStore();
     const sweepId = `ok${Date.now()}`;
     const seen = await watchSweep(sweepId);
@@ -88,7 +88,10 @@ describe('trainer run-cell', () => {
 
     await waitFor(() => seen.finished.length === 1, 'the completion event');
     const finished = seen.finished[0]!;
-    expect(finished.headers.traceparent).toBe(TRACEPARENT);
+    // The trace continues: the events' parent is the trainer's run-cell span, a child of TRACEPARENT.
+    const runSpan = finished.headers.traceparent!;
+    expect(runSpan.split('-')[1]).toBe(TRACEPARENT.split('-')[1]);
+    expect(runSpan).not.toBe(TRACEPARENT);
     const event = finished.json<CellFinishedEvent>();
     expect(event).toMatchObject({ cellId: baseA.id, sweepId, attempt: 2, outcome: 'succeeded' });
     expect(event.finalCheckpoint?.key).toBe(`${cellKeys.final(baseA.id)}/manifest.json`);
@@ -99,7 +102,7 @@ describe('trainer run-cell', () => {
     const progress = seen.progress.map((m) => m.json<CellProgressEvent>());
     expect(progress.length).toBeGreaterThan(1);
     expect(progress.every((p) => p.cellId === baseA.id && p.attempt === 2)).toBe(true);
-    expect(seen.progress.every((m) => m.headers.traceparent === TRACEPARENT)).toBe(true);
+    expect(seen.progress.every((m) => m.headers.traceparent === runSpan)).toBe(true);
     expect(progress.some((p) => p.phase === 'training' && p.epochDone && p.valTop1 !== undefined)).toBe(true);
     expect(Math.max(...seen.progress.map((m) => m.seq))).toBeLessThan(finished.seq);
 

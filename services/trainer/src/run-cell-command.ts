@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import type { Cell } from '@transferlab/experiment';
-import { type Bus, type Logger, type ObjectStore, token } from '@transferlab/platform';
-import { cellKeys, getJson, trainCell } from '@transferlab/runner';
+import { type Bus, type Logger, type ObjectStore, type TrainingMetrics, token } from '@transferlab/platform';
+import { type CellProgress, cellKeys, getJson, trainCell } from '@transferlab/runner';
 import { CellEvents, runnerLog, throttleProgress } from './cell-events.ts';
 import { checkpointRefAt } from './stored-run.ts';
 
@@ -78,6 +78,8 @@ export interface RunCellDeps {
   traceparent?: string | undefined;
   /** At most one progress event per interval, plus every epoch's end. Default 500 ms. */
   progressIntervalMs?: number;
+  /** Loss, validation top-1, images/s, epoch and checkpoint metrics of the run; none when absent. */
+  metrics?: TrainingMetrics;
 }
 
 /**
@@ -111,9 +113,15 @@ export async function runCellCommand(args: RunCellArgs, deps: RunCellDeps): Prom
   }
 
   const events = new CellEvents(deps.bus, args, { log, traceparent: deps.traceparent });
-  const progress = throttleProgress((report) => events.progress(report), {
+  const publish = throttleProgress((report) => events.progress(report), {
     intervalMs: deps.progressIntervalMs ?? 500,
   });
+  // Metrics see every report, the bus a throttled few. The process is the run: its gauges go with it.
+  const recorder = deps.metrics?.cell(args.sweepId, cell);
+  const progress = (report: CellProgress): void => {
+    recorder?.progress(report);
+    publish(report);
+  };
   log.info({ cell: cell.name }, 'training cell');
   let outcome: Awaited<ReturnType<typeof trainCell>>;
   try {
@@ -121,6 +129,7 @@ export async function runCellCommand(args: RunCellArgs, deps: RunCellDeps): Prom
       signal,
       progress,
       log: runnerLog(log),
+      onCheckpoint: recorder?.checkpoint,
     });
   } catch (error) {
     log.error({ err: error, cell: cell.name }, 'training failed');

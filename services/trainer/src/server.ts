@@ -3,12 +3,14 @@ import { manifestKey } from '@transferlab/data';
 import { type Cell, paperScore } from '@transferlab/experiment';
 import {
   type Bus,
+  type CellTrainingRecorder,
   type GrpcServer,
   type Logger,
   type ObjectStore,
   grpcError,
   startGrpcServer,
   token,
+  type TrainingMetrics,
   unaryHandler,
 } from '@transferlab/platform';
 import {
@@ -46,6 +48,8 @@ export interface TrainerDeps {
   log: Logger;
   /** At most one progress message (stream and bus) per interval, plus every epoch's end. Default 500 ms. */
   progressIntervalMs?: number;
+  /** Loss, validation top-1, images/s, epoch and checkpoint metrics of each run; none when absent. */
+  metrics?: TrainingMetrics;
 }
 
 /** What this trainer remembers of a run it did: the store says the rest. */
@@ -67,6 +71,8 @@ interface ActiveRun {
   finished: Promise<void>;
   /** Set when the trainer itself stops the run (shutdown), not the caller. */
   stoppedBy?: 'shutdown';
+  /** The run's metrics: its gauges are removed when it ends. */
+  recorder?: CellTrainingRecorder;
 }
 
 /** Runs remembered for GetRun, oldest dropped first: a long-lived trainer stays small. */
@@ -131,6 +137,7 @@ export class Trainer {
       await this.train(call, active);
     } finally {
       call.off('cancelled', onCancel);
+      active.recorder?.end();
       this.active = undefined;
       finish();
     }
@@ -159,7 +166,9 @@ export class Trainer {
       updatedAt: new Date(),
     });
     const events = sweepId ? new CellEvents(this.deps.bus, { sweepId, cellId: cell.id, attempt }, { log }) : undefined;
-    const progress = throttleProgress(
+    const recorder = this.deps.metrics?.cell(sweepId, cell);
+    active.recorder = recorder;
+    const publish = throttleProgress(
       (report: CellProgress) => {
         record.progress = progressToProto(cell.id, report);
         record.updatedAt = new Date();
@@ -168,6 +177,11 @@ export class Trainer {
       },
       { intervalMs: this.deps.progressIntervalMs ?? 500 },
     );
+    // Metrics see every report, the stream and the bus a throttled few.
+    const progress = (report: CellProgress): void => {
+      recorder?.progress(report);
+      publish(report);
+    };
 
     log.info({ cell: cell.name }, 'RunCell: training cell');
     let outcome: TrainingOutcome | undefined;
@@ -176,6 +190,7 @@ export class Trainer {
         signal: active.controller.signal,
         progress,
         log: runnerLog(log),
+        onCheckpoint: recorder?.checkpoint,
       });
     } catch (error) {
       const message = (error as Error).message;

@@ -1,4 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
+import { tracingInterceptor } from '../telemetry-grpc.ts';
 import { MAX_MESSAGE_BYTES } from './server.ts';
 
 /** Every outgoing call has a deadline; this is the default for unary calls. */
@@ -26,7 +27,8 @@ export function callUnary<Req, Res>(
     method(
       request,
       options.metadata ?? new grpc.Metadata(),
-      { deadline: Date.now() + (options.deadlineMs ?? DEFAULT_DEADLINE_MS) },
+      // The interceptor opens a CLIENT span and sends its trace context as `traceparent` metadata.
+      { deadline: Date.now() + (options.deadlineMs ?? DEFAULT_DEADLINE_MS), interceptors: [tracingInterceptor] },
       (error, response) => (error ? reject(error) : resolve(response)),
     );
   });

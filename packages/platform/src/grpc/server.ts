@@ -4,8 +4,12 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
+import { metrics } from '@opentelemetry/api';
 import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from '../logger.ts';
+import { INSTRUMENTATION_SCOPE } from '../telemetry-context.ts';
+import { instrumentService } from '../telemetry-grpc.ts';
+import { RpcServerMetrics } from '../telemetry-instruments.ts';
 
 /** The contracts, read at start-up for server reflection. */
 export const PROTO_ROOT = fileURLToPath(new URL('../../../../proto', import.meta.url));
@@ -49,7 +53,11 @@ export async function startGrpcServer(options: {
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
   });
-  for (const service of options.services) server.addService(service.definition, service.implementation);
+  // Each call of our services runs in a span (the caller's trace continues) and is counted.
+  const rpcMetrics = new RpcServerMetrics(metrics.getMeter(INSTRUMENTATION_SCOPE));
+  for (const service of options.services) {
+    server.addService(service.definition, instrumentService(service.definition, service.implementation, rpcMetrics));
+  }
 
   const statuses = Object.fromEntries(options.services.map((service) => [service.name, 'SERVING' as const]));
   const health = new HealthImplementation({ '': 'SERVING', ...statuses });

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Cell } from '@transferlab/experiment';
+import { currentTraceparent } from '@transferlab/platform';
 import { CellRunError, type Executor } from './ports.ts';
 
 /** The trainer's entry point in this workspace: `services/trainer/src/main.ts`. */
@@ -22,6 +23,12 @@ export interface ProcessExecutorOptions {
   env?: NodeJS.ProcessEnv;
   /** After SIGTERM, how long a trainer may take to write its checkpoint before SIGKILL. Default 30 s. */
   killGraceMs?: number;
+  /**
+   * Ports for the trainers' Prometheus endpoints (TRANSFERLAB_METRICS_PORT), one per running
+   * trainer; a trainer that finds none free serves no metrics. Default none: the trainers would
+   * otherwise all take this process's inherited port.
+   */
+  metricsPorts?: readonly number[];
   /** Lines of the trainer's stderr kept for the error of a failed run. Default 20. */
   stderrTailLines?: number;
   /** Each line a trainer writes (its JSON logs). Default: copied to this process's stderr. */
@@ -55,6 +62,7 @@ export class ProcessExecutor implements Executor {
   private readonly tailLines: number;
   private readonly queue: Waiting[] = [];
   private readonly running = new Set<Running>();
+  private readonly freeMetricsPorts: number[];
   private slotsInUse = 0;
   private closed = false;
 
@@ -65,6 +73,7 @@ export class ProcessExecutor implements Executor {
     this.entry = options.entry ?? TRAINER_ENTRY;
     this.killGraceMs = options.killGraceMs ?? 30_000;
     this.tailLines = options.stderrTailLines ?? 20;
+    this.freeMetricsPorts = [...(options.metricsPorts ?? [])];
   }
 
   /** Trainer processes alive now. */
@@ -143,9 +152,14 @@ export class ProcessExecutor implements Executor {
       '--attempt',
       String(options.attempt),
     ];
+    // Telemetry: a metrics port of its own, and the trace context of the cell's span.
+    const metricsPort = this.freeMetricsPorts.shift();
+    const telemetryEnv: NodeJS.ProcessEnv = { TRANSFERLAB_METRICS_PORT: metricsPort?.toString() ?? 'off' };
+    const traceparent = currentTraceparent();
+    if (traceparent) telemetryEnv.TRANSFERLAB_TRACEPARENT = traceparent;
     // The trainer runs from its TypeScript sources through tsx, resolved from here so any cwd works.
     const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), this.entry, ...args], {
-      env: { ...process.env, ...this.options.env },
+      env: { ...process.env, ...this.options.env, ...telemetryEnv },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const what = `trainer for cell ${cell.name} (${cell.id}), attempt ${options.attempt}`;
@@ -187,6 +201,7 @@ export class ProcessExecutor implements Executor {
       clearTimeout(killTimer);
       options.signal.removeEventListener('abort', onAbort);
       this.running.delete(running);
+      if (metricsPort !== undefined) this.freeMetricsPorts.push(metricsPort);
       this.options.log?.('trainer exited', { cellId: cell.id, pid: child.pid, code, signal });
       if (error) throw new CellRunError(cell.id, `${what}: cannot start ${process.execPath}: ${error.message}`);
       if (code === TRAINER_EXIT_CODES.trained) return 'trained';

@@ -1,14 +1,17 @@
 import { randomBytes } from 'node:crypto';
 import { type Cell, type SweepSpec, expandGrid } from '@transferlab/experiment';
 import {
+  ATTRIBUTES,
   type Bus,
   type KeyValueStore,
   type ObjectStore,
   RevisionMismatchError,
   SWEEPS_BUCKET,
+  type SweepMetrics,
   cellKey,
   sweepEventSubject,
   sweepKey,
+  withSpan,
 } from '@transferlab/platform';
 import { cellKeys, putJson } from '../cell-store.ts';
 import { readResult } from '../evaluate-cell.ts';
@@ -31,6 +34,8 @@ export interface ControllerDeps {
   steps: CellSteps;
   executor: Executor;
   log?: (message: string, fields?: Record<string, unknown>) => void;
+  /** Cells by state, queue depth, cell durations and scores; none recorded when absent. */
+  metrics?: SweepMetrics;
 }
 
 export interface StartOptions {
@@ -133,6 +138,7 @@ export class SweepController {
       }
     }
     await this.publish(id, { message: 'cancelled' });
+    this.deps.metrics?.sweepFinished(id);
     return sweep;
   }
 
@@ -179,12 +185,14 @@ export class SweepController {
 
   private drive(id: string): void {
     const abort = new AbortController();
-    const done = this.run(id, abort.signal)
+    // One span per sweep: its cells' steps, the trainers and the services' calls are its children.
+    const done = withSpan('sweep', { attributes: { [ATTRIBUTES.sweepId]: id } }, () => this.run(id, abort.signal))
       .catch(async (error: unknown) => {
         const message = (error as Error).message;
         this.deps.log?.('sweep failed', { sweepId: id, error: message });
         await this.updateSweep(id, (record) => ({ ...record, state: 'failed', error: message })).catch(() => undefined);
         await this.publish(id, { message }).catch(() => undefined);
+        this.deps.metrics?.sweepFinished(id);
       })
       .finally(() => this.drivers.delete(id));
     this.drivers.set(id, { abort, done });
@@ -194,6 +202,7 @@ export class SweepController {
     let current = await this.get(id);
     if (!current) throw new Error(`sweep ${id} not found`);
     const { sweep } = current;
+    this.deps.metrics?.cellCounts(id, countCells(current.cells));
     const plan = expandGrid(sweep.spec);
     if (sweep.state === 'splitting') {
       for (const task of plan.splits) await this.deps.steps.createSplit(task, { specDir: sweep.specDir, sweepId: id });
@@ -220,6 +229,10 @@ export class SweepController {
         }
       }
       const { start, block } = schedule(records, concurrency);
+      const ready = [...records.values()].filter(
+        (r) => r.state === 'pending' && r.cell.deps.every((dep) => records.get(dep)?.state === 'succeeded'),
+      );
+      this.deps.metrics?.queueDepth(id, ready.length - start.length);
       for (const cellId of block) {
         await this.updateCell(id, cellId, (r) => ({
           ...r,
@@ -229,7 +242,10 @@ export class SweepController {
         }));
       }
       for (const cellId of start) {
-        const task = this.runCell(id, records.get(cellId)!.cell, current.sweep.maxAttempts, signal).finally(() =>
+        const { cell } = records.get(cellId)!;
+        const { maxAttempts } = current.sweep;
+        const attributes = { [ATTRIBUTES.cellId]: cell.id, [ATTRIBUTES.cellName]: cell.name };
+        const task = withSpan('cell', { attributes }, () => this.runCell(id, cell, maxAttempts, signal)).finally(() =>
           running.delete(cellId),
         );
         running.set(cellId, task);
@@ -240,6 +256,7 @@ export class SweepController {
         const state: SweepState = counts.failed + counts.blocked > 0 ? 'failed' : 'succeeded';
         await this.updateSweep(id, (record) => ({ ...record, state }));
         await this.publish(id, { message: `sweep ${state}` });
+        this.deps.metrics?.sweepFinished(id);
         break;
       }
       await Promise.race(running.values());
@@ -252,11 +269,15 @@ export class SweepController {
     const stored = await readResult(this.deps.store, cell.id);
     if (stored) {
       await this.setCellState(id, cell.id, 'succeeded', { reused: true, finishedAt: now() });
+      this.deps.metrics?.cellScore(id, cell, stored.score);
       return;
     }
-    const attempt = (
-      await this.updateCell(id, cell.id, (r) => ({ ...r, attempts: r.attempts + 1, startedAt: r.startedAt ?? now() }))
-    ).attempts;
+    const { attempts: attempt, startedAt } = await this.updateCell(id, cell.id, (r) => ({
+      ...r,
+      attempts: r.attempts + 1,
+      startedAt: r.startedAt ?? now(),
+    }));
+    const seconds = (): number => (Date.now() - Date.parse(startedAt ?? now())) / 1000;
     try {
       if (cell.kind !== 'base') {
         await this.setCellState(id, cell.id, 'transplanting');
@@ -266,8 +287,10 @@ export class SweepController {
       const outcome = await this.deps.executor.run(cell, { sweepId: id, attempt, signal });
       if (outcome === 'interrupted') return;
       await this.setCellState(id, cell.id, 'evaluating');
-      await this.deps.steps.evaluate(cell, { sweepId: id });
+      const result = await this.deps.steps.evaluate(cell, { sweepId: id });
       await this.setCellState(id, cell.id, 'succeeded', { finishedAt: now(), error: undefined });
+      this.deps.metrics?.cellFinished(id, cell, 'succeeded', seconds());
+      this.deps.metrics?.cellScore(id, cell, result.score);
     } catch (error) {
       if (signal.aborted) return;
       const message = (error as Error).message;
@@ -278,6 +301,7 @@ export class SweepController {
         error: `attempt ${attempt}/${maxAttempts}: ${message}`,
         ...(final ? { finishedAt: now() } : {}),
       });
+      if (final) this.deps.metrics?.cellFinished(id, cell, 'failed', seconds());
     }
   }
 
@@ -329,6 +353,7 @@ export class SweepController {
       counts: countCells(current.cells),
       ...event,
     };
+    this.deps.metrics?.cellCounts(id, payload.counts);
     await this.deps.bus.publish(sweepEventSubject(id), payload);
   }
 }

@@ -1,0 +1,683 @@
+// The Helm chart, checked offline: `scripts/helm-check.sh` (helm lint --strict and helm template
+// with every values file in charts/transferlab/ci/, each render validated with kubernetes-models),
+// then what matters about the rendered objects: RBAC, security contexts, secrets, probes, the
+// trainer Job settings, the values schema, monitoring and the subchart wiring (with local stub
+// charts: the real NATS and MinIO charts cannot be downloaded here). No cluster is involved.
+import { execFile } from 'node:child_process';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { expandGrid, parseSpec } from '@transferlab/experiment';
+import { loadConfig } from '@transferlab/platform';
+import { buildTrainerJob } from '@transferlab/runner/controller/kubernetes-job';
+import { type ManifestObject, parseManifests, validateManifests } from '../scripts/validate-manifests.ts';
+import { controllerConfig, trainerJobSettings } from '../services/controller/src/config.ts';
+
+const run = promisify(execFile);
+const REPO = new URL('..', import.meta.url).pathname;
+const CHART = join(REPO, 'charts/transferlab');
+const CI_FILES = ['default-values.yaml', 'external-values.yaml', 'gpu-values.yaml', 'monitoring-values.yaml'];
+const SERVICES = ['controller', 'dataset-splitter', 'transplanter', 'evaluator'] as const;
+const PORTS: Record<(typeof SERVICES)[number], number> = {
+  controller: 50060,
+  'dataset-splitter': 50061,
+  transplanter: 50062,
+  evaluator: 50063,
+};
+const RELEASE = 'transferlab';
+const NAMESPACE = 'transferlab';
+
+interface EnvVar {
+  name: string;
+  value?: string;
+  valueFrom?: {
+    secretKeyRef?: { name: string; key: string };
+    configMapKeyRef?: { name: string; key: string };
+    fieldRef?: { fieldPath: string };
+  };
+}
+interface Probe {
+  grpc?: { port: number; service?: string };
+  httpGet?: unknown;
+  tcpSocket?: unknown;
+  exec?: unknown;
+}
+interface Container {
+  name: string;
+  args?: string[];
+  ports?: { name: string; containerPort: number }[];
+  env?: EnvVar[];
+  envFrom?: { configMapRef?: { name: string }; secretRef?: { name: string } }[];
+  securityContext?: Record<string, unknown> & { capabilities?: { drop?: string[]; add?: string[] } };
+  readinessProbe?: Probe;
+  livenessProbe?: Probe;
+  startupProbe?: Probe;
+  volumeMounts?: { name: string; mountPath: string }[];
+}
+interface PodSpec {
+  serviceAccountName?: string;
+  automountServiceAccountToken?: boolean;
+  securityContext?: Record<string, unknown>;
+  containers: Container[];
+  initContainers?: Container[];
+  volumes?: { name: string; emptyDir?: object }[];
+}
+
+let out: string;
+let helm: string;
+let checkOutput = '';
+let checkStatus = 0;
+const renders = new Map<string, ManifestObject[]>();
+
+const helmEnv = () => ({
+  ...process.env,
+  HELM_CACHE_HOME: join(out, 'helm-home/cache'),
+  HELM_CONFIG_HOME: join(out, 'helm-home/config'),
+  HELM_DATA_HOME: join(out, 'helm-home/data'),
+});
+
+/** `helm template` on the stubbed chart copy; values files are written from `values` (YAML text). */
+async function template(values: string[], extraArgs: string[] = []): Promise<ManifestObject[]> {
+  const args = ['template', RELEASE, join(out, 'chart'), '--namespace', NAMESPACE, ...extraArgs];
+  for (const [index, text] of values.entries()) {
+    const file = join(out, `values-${Date.now()}-${index}.yaml`);
+    await writeFile(file, text);
+    args.push('-f', file);
+  }
+  const { stdout } = await run(helm, args, { env: helmEnv(), maxBuffer: 64 * 1024 * 1024 });
+  return parseManifests(stdout, 'helm template');
+}
+
+/** The error helm prints when it refuses values. */
+async function templateError(values: string): Promise<string> {
+  try {
+    await template([values]);
+  } catch (error) {
+    return String((error as { stderr?: string }).stderr ?? error);
+  }
+  throw new Error('helm template accepted the values');
+}
+
+const byKind = (objects: ManifestObject[], kind: string) => objects.filter((o) => o.kind === kind);
+const named = (objects: ManifestObject[], kind: string, name: string): ManifestObject => {
+  const found = objects.find((o) => o.kind === kind && o.metadata.name === name);
+  if (!found) throw new Error(`no ${kind}/${name} among ${objects.map((o) => `${o.kind}/${o.metadata.name}`)}`);
+  return found;
+};
+const podSpec = (object: ManifestObject): PodSpec => (object.spec as { template: { spec: PodSpec } }).template.spec;
+const containerOf = (objects: ManifestObject[], service: string): Container =>
+  podSpec(named(objects, 'Deployment', `${RELEASE}-${service}`)).containers[0]!;
+const env = (container: Container, name: string): EnvVar | undefined =>
+  container.env?.find((variable) => variable.name === name);
+const envValue = (container: Container, name: string): string => {
+  const variable = env(container, name);
+  if (variable?.value === undefined) throw new Error(`${container.name} has no plain env ${name}`);
+  return variable.value;
+};
+const render = (file: string): ManifestObject[] => {
+  const objects = renders.get(file);
+  if (!objects) throw new Error(`no render of ${file}`);
+  return objects;
+};
+
+beforeAll(async () => {
+  out = await mkdtemp(join(tmpdir(), 'transferlab-helm-test-'));
+  try {
+    const { stdout, stderr } = await run('bash', [join(REPO, 'scripts/helm-check.sh'), out], {
+      cwd: REPO,
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    checkOutput = stdout + stderr;
+  } catch (error) {
+    const failed = error as { stdout?: string; stderr?: string; code?: number };
+    checkOutput = `${failed.stdout ?? ''}${failed.stderr ?? ''}`;
+    checkStatus = failed.code ?? 1;
+  }
+  helm = (await run('bash', [join(REPO, 'scripts/helm-get.sh')], { cwd: REPO })).stdout.trim();
+  for (const file of await readdir(join(out, 'rendered'))) {
+    renders.set(file, parseManifests(await readFile(join(out, 'rendered', file), 'utf8'), file));
+  }
+});
+
+afterAll(async () => {
+  if (out) await rm(out, { recursive: true, force: true });
+});
+
+describe('helm-check.sh', () => {
+  it('lints (--strict), renders and validates the chart with every CI values file', () => {
+    expect(checkOutput, checkOutput).toContain(`helm-check: ok (${CI_FILES.length} values files)`);
+    expect(checkStatus).toBe(0);
+    expect([...renders.keys()].sort()).toEqual([...CI_FILES].sort());
+  });
+
+  it('validates every rendered object with kubernetes-models, here too', async () => {
+    for (const [file, objects] of renders) {
+      expect(objects.length, file).toBeGreaterThan(10);
+      expect(await validateManifests(objects), file).toEqual([]);
+    }
+  });
+
+  it('has a validator that does find faults', async () => {
+    const objects = structuredClone(render('default-values.yaml'));
+    const deployment = named(objects, 'Deployment', `${RELEASE}-evaluator`);
+    const container = podSpec(deployment).containers[0] as unknown as { ports: { containerPort: unknown }[] };
+    container.ports[0]!.containerPort = 'fifty';
+    const service = named(objects, 'Service', `${RELEASE}-transplanter`);
+    (service.spec as { ports: { targetPort: string }[] }).ports[0]!.targetPort = 'grcp';
+    const problems = await validateManifests(objects);
+    expect(problems.map((p) => p.object)).toEqual(
+      expect.arrayContaining([`Deployment/${RELEASE}-evaluator`, `Service/${RELEASE}-transplanter`]),
+    );
+    expect(problems.map((p) => p.message).join('\n')).toMatch(/containerPort must be integer/);
+    expect(problems.map((p) => p.message).join('\n')).toMatch(/targetPort 'grcp'/);
+  });
+});
+
+describe('the rendered chart', () => {
+  it('has a Deployment and a Service per service, on its port, reachable by the controller', () => {
+    for (const [file, objects] of renders) {
+      for (const service of SERVICES) {
+        const container = containerOf(objects, service);
+        expect(container.args, file).toEqual([`services/${service}/src/main.ts`]);
+        expect(container.ports, file).toEqual(
+          expect.arrayContaining([
+            { name: 'grpc', containerPort: PORTS[service], protocol: 'TCP' },
+            { name: 'metrics', containerPort: 9464, protocol: 'TCP' },
+          ]),
+        );
+        expect(envValue(container, 'TRANSFERLAB_PORT')).toBe(String(PORTS[service]));
+        expect(envValue(container, 'TRANSFERLAB_HOST')).toBe('0.0.0.0');
+        expect(container.envFrom).toEqual([{ configMapRef: { name: `${RELEASE}-config` } }]);
+        const svc = named(objects, 'Service', `${RELEASE}-${service}`);
+        expect((svc.spec as { ports: { name: string; port: number }[] }).ports.map((p) => [p.name, p.port])).toEqual([
+          ['grpc', PORTS[service]],
+          ['metrics', 9464],
+        ]);
+      }
+      const controller = containerOf(objects, 'controller');
+      expect(envValue(controller, 'TRANSFERLAB_SPLITTER_ADDR')).toBe(`${RELEASE}-dataset-splitter:50061`);
+      expect(envValue(controller, 'TRANSFERLAB_TRANSPLANTER_ADDR')).toBe(`${RELEASE}-transplanter:50062`);
+      expect(envValue(controller, 'TRANSFERLAB_EVALUATOR_ADDR')).toBe(`${RELEASE}-evaluator:50063`);
+      const strategy = (named(objects, 'Deployment', `${RELEASE}-controller`).spec as { strategy: { type: string } })
+        .strategy;
+      expect(strategy.type, 'one controller at a time').toBe('Recreate');
+    }
+  });
+
+  it('gives the controller a namespaced Role with exactly the verbs it needs, and nothing cluster-wide', () => {
+    for (const [file, objects] of renders) {
+      expect(byKind(objects, 'ClusterRole'), file).toEqual([]);
+      expect(byKind(objects, 'ClusterRoleBinding'), file).toEqual([]);
+      const roles = byKind(objects, 'Role');
+      expect(roles.map((r) => r.metadata.name)).toEqual([`${RELEASE}-controller`]);
+      expect(roles[0]!.metadata.namespace).toBe(NAMESPACE);
+      expect(roles[0]!.rules).toEqual([
+        { apiGroups: ['batch'], resources: ['jobs'], verbs: ['create', 'get', 'list', 'watch', 'delete'] },
+        { apiGroups: [''], resources: ['pods', 'pods/log'], verbs: ['get', 'list', 'watch'] },
+      ]);
+      const binding = named(objects, 'RoleBinding', `${RELEASE}-controller`);
+      expect(binding.metadata.namespace).toBe(NAMESPACE);
+      expect(binding.roleRef).toEqual({
+        apiGroup: 'rbac.authorization.k8s.io',
+        kind: 'Role',
+        name: `${RELEASE}-controller`,
+      });
+      expect(binding.subjects).toEqual([
+        { kind: 'ServiceAccount', name: `${RELEASE}-controller`, namespace: NAMESPACE },
+      ]);
+      const controller = podSpec(named(objects, 'Deployment', `${RELEASE}-controller`));
+      expect(controller.serviceAccountName).toBe(`${RELEASE}-controller`);
+      for (const service of SERVICES.filter((s) => s !== 'controller')) {
+        const spec = podSpec(named(objects, 'Deployment', `${RELEASE}-${service}`));
+        expect(spec.serviceAccountName, `${service} runs without the controller's account`).toBeUndefined();
+        expect(spec.automountServiceAccountToken).toBe(false);
+      }
+      const trainerAccount = named(objects, 'ServiceAccount', `${RELEASE}-trainer`);
+      expect(trainerAccount.automountServiceAccountToken).toBe(false);
+    }
+  });
+
+  it('runs no container as root, with a read-only root filesystem and no capabilities', () => {
+    for (const [file, objects] of renders) {
+      for (const deployment of byKind(objects, 'Deployment')) {
+        const spec = podSpec(deployment);
+        const where = `${file}: ${deployment.metadata.name}`;
+        expect(spec.securityContext, where).toMatchObject({
+          runAsNonRoot: true,
+          runAsUser: 10001,
+          seccompProfile: { type: 'RuntimeDefault' },
+        });
+        expect(spec.volumes, where).toContainEqual(
+          expect.objectContaining({ name: 'tmp', emptyDir: expect.anything() }),
+        );
+        for (const container of [...spec.containers, ...(spec.initContainers ?? [])]) {
+          const context = container.securityContext ?? {};
+          expect(context, where).toMatchObject({
+            runAsNonRoot: true,
+            allowPrivilegeEscalation: false,
+            readOnlyRootFilesystem: true,
+            capabilities: { drop: ['ALL'] },
+          });
+          expect(context.runAsUser ?? spec.securityContext?.runAsUser, where).not.toBe(0);
+          expect(context.privileged ?? false, where).toBe(false);
+          expect(context.capabilities?.add ?? [], where).toEqual([]);
+          expect(container.volumeMounts, where).toContainEqual({ name: 'tmp', mountPath: '/tmp' });
+        }
+      }
+    }
+  });
+
+  it('takes the S3 keys only from a Secret, never from the ConfigMap or a plain value', () => {
+    const expectedSecret: Record<string, { name: string; access: string; secret: string }> = {
+      'default-values.yaml': { name: `${RELEASE}-s3`, access: 'accessKey', secret: 'secretKey' },
+      'external-values.yaml': { name: 'transferlab-s3', access: 'AWS_ACCESS_KEY_ID', secret: 'AWS_SECRET_ACCESS_KEY' },
+      'gpu-values.yaml': { name: 'transferlab-s3', access: 'accessKey', secret: 'secretKey' },
+      'monitoring-values.yaml': { name: 'transferlab-s3', access: 'accessKey', secret: 'secretKey' },
+    };
+    for (const [file, objects] of renders) {
+      const expected = expectedSecret[file]!;
+      const configMap = named(objects, 'ConfigMap', `${RELEASE}-config`);
+      const data = configMap.data as Record<string, string>;
+      expect(Object.keys(data).sort(), file).toEqual(
+        [
+          'TRANSFERLAB_LOG_LEVEL',
+          'TRANSFERLAB_METRICS_HOST',
+          'TRANSFERLAB_METRICS_PORT',
+          'TRANSFERLAB_NATS_URL',
+          'TRANSFERLAB_S3_BUCKET',
+          'TRANSFERLAB_S3_ENDPOINT',
+          'TRANSFERLAB_S3_PREFIX',
+          'TRANSFERLAB_S3_REGION',
+          ...(file === 'external-values.yaml' ? ['OTEL_EXPORTER_OTLP_ENDPOINT'] : []),
+        ].sort(),
+      );
+      for (const object of byKind(objects, 'ConfigMap')) {
+        for (const key of Object.keys((object.data as object | undefined) ?? {})) {
+          expect(key, `${file}: ConfigMap ${object.metadata.name}`).not.toMatch(/ACCESS_KEY|SECRET|PASSWORD|TOKEN/);
+        }
+      }
+      for (const deployment of byKind(objects, 'Deployment')) {
+        const container = podSpec(deployment).containers[0]!;
+        expect(env(container, 'TRANSFERLAB_S3_ACCESS_KEY'), file).toEqual({
+          name: 'TRANSFERLAB_S3_ACCESS_KEY',
+          valueFrom: { secretKeyRef: { name: expected.name, key: expected.access } },
+        });
+        expect(env(container, 'TRANSFERLAB_S3_SECRET_KEY'), file).toEqual({
+          name: 'TRANSFERLAB_S3_SECRET_KEY',
+          valueFrom: { secretKeyRef: { name: expected.name, key: expected.secret } },
+        });
+        for (const variable of container.env ?? []) {
+          if (/ACCESS_KEY$|SECRET_KEY$|PASSWORD/.test(variable.name) && !variable.name.endsWith('_KEY_KEY')) {
+            expect(variable.value, `${file}: ${variable.name} must not be a plain value`).toBeUndefined();
+          }
+        }
+      }
+      const secrets = byKind(objects, 'Secret');
+      if (file === 'default-values.yaml') {
+        // Keys given in values: the chart makes the Secret, and the keys appear nowhere else.
+        expect(secrets.map((s) => s.metadata.name)).toEqual([`${RELEASE}-s3`]);
+        expect(secrets[0]!.data).toEqual({
+          accessKey: Buffer.from('ci-access-key').toString('base64'),
+          secretKey: Buffer.from('ci-secret-key').toString('base64'),
+        });
+        const others = JSON.stringify(objects.filter((o) => o.kind !== 'Secret'));
+        expect(others).not.toContain('ci-secret-key');
+        expect(others).not.toContain(Buffer.from('ci-secret-key').toString('base64'));
+      } else {
+        expect(secrets, `${file} names an existing Secret: the chart makes none`).toEqual([]);
+      }
+    }
+  });
+
+  it('probes every service with gRPC health checks on its own port', () => {
+    for (const [file, objects] of renders) {
+      for (const service of SERVICES) {
+        const container = containerOf(objects, service);
+        for (const kind of ['startupProbe', 'readinessProbe', 'livenessProbe'] as const) {
+          const probe = container[kind];
+          expect(probe?.grpc, `${file}: ${service} ${kind}`).toEqual({ port: PORTS[service] });
+          expect(probe?.httpGet ?? probe?.tcpSocket ?? probe?.exec).toBeUndefined();
+        }
+      }
+    }
+  });
+
+  it('hands the trainer Job settings (GPU count, placement, deadline, checkpoints) to the controller', () => {
+    const gpu = containerOf(render('gpu-values.yaml'), 'controller');
+    expect(envValue(gpu, TRAINER_ENV.executor)).toBe('kubernetes');
+    expect(env(gpu, TRAINER_ENV.namespace)?.valueFrom).toEqual({ fieldRef: { fieldPath: 'metadata.namespace' } });
+    expect(envValue(gpu, TRAINER_ENV.image)).toBe('transferlab-trainer-gpu:0.1.0');
+    expect(envValue(gpu, TRAINER_ENV.gpus)).toBe('2');
+    expect(envValue(gpu, TRAINER_ENV.gpuResource)).toBe('nvidia.com/gpu');
+    expect(envValue(gpu, TRAINER_ENV.cpu)).toBe('8');
+    expect(envValue(gpu, TRAINER_ENV.memory)).toBe('48Gi');
+    expect(JSON.parse(envValue(gpu, TRAINER_ENV.nodeSelector))).toEqual({
+      'nvidia.com/gpu.present': 'true',
+      'node.kubernetes.io/instance-type': 'p3.8xlarge',
+    });
+    expect(JSON.parse(envValue(gpu, TRAINER_ENV.tolerations))).toEqual([
+      { key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' },
+    ]);
+    expect(JSON.parse(envValue(gpu, TRAINER_ENV.affinity))).toHaveProperty('nodeAffinity');
+    expect(envValue(gpu, TRAINER_ENV.runtimeClassName)).toBe('nvidia');
+    expect(envValue(gpu, TRAINER_ENV.priorityClassName)).toBe('transferlab-training');
+    expect(envValue(gpu, TRAINER_ENV.activeDeadlineSeconds)).toBe('172800');
+    expect(envValue(gpu, TRAINER_ENV.ttlSecondsAfterFinished)).toBe('3600');
+    expect(envValue(gpu, TRAINER_ENV.checkpointEveryEpochs)).toBe('2');
+    expect(envValue(gpu, TRAINER_ENV.configMap)).toBe(`${RELEASE}-config`);
+    expect(envValue(gpu, TRAINER_ENV.serviceAccount)).toBe(`${RELEASE}-trainer`);
+    expect(envValue(gpu, 'TRANSFERLAB_MAX_TRAINERS')).toBe('8');
+    expect(envValue(gpu, TRAINER_ENV.instance)).toBe(RELEASE);
+    expect(envValue(gpu, TRAINER_ENV.pendingTimeoutSeconds)).toBe('1800');
+    expect(envValue(gpu, TRAINER_ENV.terminationGracePeriodSeconds)).toBe('60');
+    // The trainers reference the same Secret as the services, key by key.
+    expect(envValue(gpu, TRAINER_ENV.s3Secret)).toBe('transferlab-s3');
+    expect(envValue(gpu, TRAINER_ENV.s3AccessKeyKey)).toBe('accessKey');
+    expect(envValue(gpu, TRAINER_ENV.s3SecretKeyKey)).toBe('secretKey');
+    const external = containerOf(render('external-values.yaml'), 'controller');
+    expect(JSON.parse(envValue(external, TRAINER_ENV.imagePullSecrets))).toEqual([{ name: 'regcred' }]);
+    expect(envValue(external, TRAINER_ENV.image)).toBe('registry.example.com/ml/transferlab-trainer-gpu:0.1.0-ci');
+    expect(envValue(external, TRAINER_ENV.s3AccessKeyKey)).toBe('AWS_ACCESS_KEY_ID');
+
+    // Without placement settings the controller gets none (defaults: one GPU, no runtime class).
+    const plain = containerOf(render('default-values.yaml'), 'controller');
+    expect(envValue(plain, TRAINER_ENV.gpus)).toBe('1');
+    expect(env(plain, TRAINER_ENV.runtimeClassName)).toBeUndefined();
+    expect(env(plain, TRAINER_ENV.priorityClassName)).toBeUndefined();
+    // Only the controller launches trainers.
+    for (const service of SERVICES.filter((s) => s !== 'controller')) {
+      expect(env(containerOf(render('gpu-values.yaml'), service), TRAINER_ENV.image)).toBeUndefined();
+    }
+  });
+
+  it('gives the controller settings it accepts, from which it builds valid trainer Jobs', async () => {
+    // The controller's own configuration code reads the environment the chart renders
+    // (ConfigMap + plain values + the pod's namespace), then builds the Job of one cell.
+    const [cell] = expandGrid(
+      parseSpec(
+        'name: chart\ndataset: { kind: mnist }\nsplit: { kind: random }\nnet: { kind: small }\n' +
+          'layers: [3]\narms: [AnB+]\n',
+        'spec.yaml',
+      ),
+    ).cells.filter((c) => c.kind === 'transfer');
+    for (const [file, objects] of renders) {
+      const container = containerOf(objects, 'controller');
+      const environment: Record<string, string> = {
+        ...(named(objects, 'ConfigMap', `${RELEASE}-config`).data as Record<string, string>),
+      };
+      for (const variable of container.env ?? []) {
+        if (variable.value !== undefined) environment[variable.name] = variable.value;
+        if (variable.valueFrom?.fieldRef?.fieldPath === 'metadata.namespace') environment[variable.name] = NAMESPACE;
+      }
+      const config = loadConfig(controllerConfig, environment);
+      expect(config.executor, file).toBe('kubernetes');
+      const settings = trainerJobSettings(config, config.k8sNamespace ?? 'missing');
+      const job = buildTrainerJob(cell!, { sweepId: 'chart-0123abcd', attempt: 1, settings }) as ManifestObject;
+      expect(await validateManifests([...objects, job]), file).toEqual([]);
+
+      const pod = (job.spec as { template: { metadata: { labels: Record<string, string> }; spec: PodSpec } }).template;
+      expect(job.metadata.namespace).toBe(NAMESPACE);
+      expect(pod.spec.serviceAccountName).toBe(`${RELEASE}-trainer`);
+      expect(pod.spec.containers[0]!.envFrom).toEqual([{ configMapRef: { name: `${RELEASE}-config` } }]);
+      const access = env(pod.spec.containers[0]!, 'TRANSFERLAB_S3_ACCESS_KEY');
+      expect(access?.valueFrom?.secretKeyRef, file).toEqual(
+        env(containerOf(objects, 'evaluator'), 'TRANSFERLAB_S3_ACCESS_KEY')?.valueFrom?.secretKeyRef,
+      );
+      // The PodMonitor (monitoring values) selects these pods.
+      expect(pod.metadata.labels).toMatchObject({
+        'app.kubernetes.io/instance': RELEASE,
+        'app.kubernetes.io/component': 'trainer',
+      });
+      if (file === 'gpu-values.yaml') {
+        const jobSpec = job.spec as { activeDeadlineSeconds: number; ttlSecondsAfterFinished: number };
+        expect(jobSpec.activeDeadlineSeconds).toBe(172800);
+        expect(jobSpec.ttlSecondsAfterFinished).toBe(3600);
+        const spec = pod.spec as PodSpec & Record<string, unknown>;
+        expect(spec.runtimeClassName).toBe('nvidia');
+        expect(spec.priorityClassName).toBe('transferlab-training');
+        expect(spec.nodeSelector).toEqual({
+          'nvidia.com/gpu.present': 'true',
+          'node.kubernetes.io/instance-type': 'p3.8xlarge',
+        });
+        expect(spec.tolerations).toEqual([{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }]);
+        expect((spec.containers[0] as unknown as { resources: object }).resources).toEqual({
+          requests: { cpu: '8', memory: '48Gi' },
+          limits: { memory: '48Gi', 'nvidia.com/gpu': '2' },
+        });
+      }
+    }
+  });
+
+  it('uses the external NATS and S3 endpoints as given', () => {
+    const data = named(render('external-values.yaml'), 'ConfigMap', `${RELEASE}-config`).data;
+    expect(data).toMatchObject({
+      TRANSFERLAB_NATS_URL: 'nats://nats-0.nats.messaging.svc:4222,nats://nats-1.nats.messaging.svc:4222',
+      TRANSFERLAB_S3_ENDPOINT: 'https://s3.eu-west-1.amazonaws.com',
+      TRANSFERLAB_S3_BUCKET: 'transferlab-results',
+      TRANSFERLAB_S3_REGION: 'eu-west-1',
+      TRANSFERLAB_S3_PREFIX: 'sweeps/team-a',
+      // Trainer pods read the same ConfigMap: their metrics must be reachable, and traced.
+      TRANSFERLAB_METRICS_HOST: '0.0.0.0',
+      TRANSFERLAB_METRICS_PORT: '9464',
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otel-collector.observability.svc:4318',
+    });
+    const splitter = named(render('external-values.yaml'), 'Deployment', `${RELEASE}-dataset-splitter`);
+    expect(podSpec(splitter).volumes).toContainEqual({
+      name: 'data',
+      persistentVolumeClaim: { claimName: 'imagenet', readOnly: true },
+    });
+    expect(envValue(podSpec(splitter).containers[0]!, 'TRANSFERLAB_DATA_ROOT')).toBe('/datasets');
+    expect(containerOf(render('external-values.yaml'), 'evaluator')).toMatchObject({
+      image: 'registry.example.com/ml/transferlab-evaluator:0.1.0-ci',
+    });
+  });
+
+  it('renders no subchart objects while nats and minio are off', () => {
+    for (const [file, objects] of renders) {
+      expect(
+        objects.filter((o) => o.metadata.name.endsWith('-stub')).map((o) => o.metadata.name),
+        file,
+      ).toEqual([]);
+    }
+  });
+});
+
+describe('monitoring', () => {
+  it('adds a ServiceMonitor for every service metrics port only when asked', () => {
+    for (const file of CI_FILES.filter((f) => f !== 'monitoring-values.yaml')) {
+      expect(byKind(render(file), 'ServiceMonitor'), file).toEqual([]);
+    }
+    const objects = render('monitoring-values.yaml');
+    const [monitor, ...more] = byKind(objects, 'ServiceMonitor');
+    expect(more).toEqual([]);
+    expect(monitor!.metadata.labels).toMatchObject({ release: 'monitoring' });
+    const spec = monitor!.spec as {
+      selector: { matchLabels: Record<string, string>; matchExpressions: { values: string[] }[] };
+      endpoints: { port: string; path: string; interval: string }[];
+      namespaceSelector: { matchNames: string[] };
+    };
+    expect(spec.endpoints).toEqual([expect.objectContaining({ port: 'metrics', path: '/metrics', interval: '15s' })]);
+    expect(spec.namespaceSelector.matchNames).toEqual([NAMESPACE]);
+    const selected = byKind(objects, 'Service').filter(
+      (service) =>
+        Object.entries(spec.selector.matchLabels).every(([k, v]) => service.metadata.labels?.[k] === v) &&
+        spec.selector.matchExpressions[0]!.values.includes(
+          service.metadata.labels?.['app.kubernetes.io/component'] ?? '',
+        ),
+    );
+    expect(selected.map((s) => s.metadata.name).sort()).toEqual(SERVICES.map((s) => `${RELEASE}-${s}`).sort());
+  });
+
+  it('adds a PodMonitor for the trainer pods only when asked', () => {
+    for (const file of CI_FILES.filter((f) => f !== 'monitoring-values.yaml')) {
+      expect(byKind(render(file), 'PodMonitor'), file).toEqual([]);
+    }
+    const [monitor, ...more] = byKind(render('monitoring-values.yaml'), 'PodMonitor');
+    expect(more).toEqual([]);
+    const spec = monitor!.spec as {
+      selector: { matchLabels: Record<string, string> };
+      podMetricsEndpoints: { path: string; relabelings: { targetLabel: string; replacement: string }[] }[];
+    };
+    // The labels the controller puts on every trainer Job's pods.
+    expect(spec.selector.matchLabels).toEqual({
+      'app.kubernetes.io/instance': RELEASE,
+      'app.kubernetes.io/component': 'trainer',
+    });
+    expect(spec.podMetricsEndpoints[0]!.relabelings).toContainEqual(
+      expect.objectContaining({ targetLabel: '__address__', replacement: '${1}:9464' }),
+    );
+  });
+
+  it('ships every dashboard in charts/transferlab/dashboards as a ConfigMap with the sidecar label', async () => {
+    const files = (await readdir(join(CHART, 'dashboards')).catch(() => [] as string[])).filter((f) =>
+      f.endsWith('.json'),
+    );
+    const dashboards = byKind(render('monitoring-values.yaml'), 'ConfigMap').filter(
+      (c) => c.metadata.labels?.grafana_dashboard === '1',
+    );
+    expect(dashboards.length).toBe(files.length);
+    for (const file of files) {
+      const configMap = dashboards.find((c) => Object.keys(c.data as object).includes(file));
+      expect(configMap, file).toBeDefined();
+      expect(configMap!.metadata.namespace).toBe('monitoring');
+      const shipped = JSON.parse((configMap!.data as Record<string, string>)[file]!) as unknown;
+      expect(shipped).toEqual(JSON.parse(await readFile(join(CHART, 'dashboards', file), 'utf8')));
+    }
+    for (const file of CI_FILES.filter((f) => f !== 'monitoring-values.yaml')) {
+      expect(
+        byKind(render(file), 'ConfigMap').filter((c) => c.metadata.labels?.grafana_dashboard),
+        file,
+      ).toEqual([]);
+    }
+  });
+
+  it('makes one ConfigMap per dashboard file, whatever its name, with a configurable label', async () => {
+    // A copy of the chart with two dashboards of awkward names.
+    const chart = join(out, 'chart');
+    await mkdir(join(chart, 'dashboards'), { recursive: true });
+    await writeFile(join(chart, 'dashboards', 'Sweep_Overview.v2.json'), '{"title":"a","panels":[]}');
+    await writeFile(join(chart, 'dashboards', 'zz-service-health.json'), '{"title":"b"}');
+    try {
+      const objects = await template([
+        'externalNats: { url: "nats://n:4222" }\nexternalS3: { endpoint: "http://s3:9000", existingSecret: s }\n' +
+          'monitoring: { dashboards: { enabled: true, label: my_dashboards, labelValue: "yes", folder: "" } }\n',
+      ]);
+      const dashboards = byKind(objects, 'ConfigMap').filter((c) => c.metadata.labels?.my_dashboards === 'yes');
+      const names = dashboards.map((c) => c.metadata.name);
+      expect(names).toContain(`${RELEASE}-dashboard-sweep-overview-v2`);
+      expect(names).toContain(`${RELEASE}-dashboard-zz-service-health`);
+      expect(dashboards.every((c) => c.metadata.namespace === NAMESPACE && !c.metadata.annotations)).toBe(true);
+      expect(await validateManifests(objects)).toEqual([]);
+    } finally {
+      await rm(join(chart, 'dashboards', 'Sweep_Overview.v2.json'));
+      await rm(join(chart, 'dashboards', 'zz-service-health.json'));
+    }
+  });
+});
+
+describe('values', () => {
+  const external =
+    'externalNats: { url: "nats://n:4222" }\nexternalS3: { endpoint: "http://s3:9000", existingSecret: s }\n';
+
+  it('are checked by values.schema.json: a typo or a wrong type is refused', async () => {
+    expect(await templateError(`${external}controler:\n  maxTrainers: 2\n`)).toMatch(
+      /Additional property controler is not allowed/,
+    );
+    expect(await templateError(`${external}trainer:\n  gpus: 2\n`)).toMatch(/Additional property gpus is not allowed/);
+    expect(await templateError(`${external}trainer:\n  gpu:\n    count: two\n`)).toMatch(/count/);
+    expect(await templateError(`${external}externalS3:\n  endpoint: s3.example.com\n`)).toMatch(/endpoint/);
+    expect(await templateError(`${external}monitoring:\n  serviceMonitor:\n    enabeld: true\n`)).toMatch(/enabeld/);
+  });
+
+  it('must name a bus and a store, and where the S3 keys come from', async () => {
+    expect(await templateError('externalS3: { endpoint: "http://s3:9000", existingSecret: s }\n')).toMatch(
+      /set nats.enabled=true \(bundled\) or externalNats.url/,
+    );
+    expect(await templateError('externalNats: { url: "nats://n:4222" }\n')).toMatch(
+      /set minio.enabled=true \(bundled\) or externalS3.endpoint/,
+    );
+    expect(
+      await templateError('externalNats: { url: "nats://n:4222" }\nexternalS3: { endpoint: "http://s3:9000" }\n'),
+    ).toMatch(/S3 keys must come from a Secret/);
+  });
+
+  it('wire the bundled NATS (JetStream on) and MinIO subcharts through their conditions', async () => {
+    const objects = await template(['nats: { enabled: true }\nminio: { enabled: true }\n']);
+    expect(await validateManifests(objects)).toEqual([]);
+    const stub = (name: string) =>
+      JSON.parse((named(objects, 'ConfigMap', `${RELEASE}-${name}-stub`).data as { values: string }).values) as {
+        config?: { jetstream?: { enabled?: boolean } };
+        enabled: boolean;
+      };
+    expect(stub('nats').config?.jetstream?.enabled).toBe(true);
+    expect(stub('minio').enabled).toBe(true);
+    const data = named(objects, 'ConfigMap', `${RELEASE}-config`).data as Record<string, string>;
+    expect(data.TRANSFERLAB_NATS_URL).toBe(`nats://${RELEASE}-nats:4222`);
+    expect(data.TRANSFERLAB_S3_ENDPOINT).toBe(`http://${RELEASE}-minio:9000`);
+    // The services use the MinIO chart's own Secret; the chart makes none.
+    expect(env(containerOf(objects, 'evaluator'), 'TRANSFERLAB_S3_SECRET_KEY')?.valueFrom).toEqual({
+      secretKeyRef: { name: `${RELEASE}-minio`, key: 'rootPassword' },
+    });
+    expect(byKind(objects, 'Secret')).toEqual([]);
+
+    const onlyNats = await template([
+      'nats: { enabled: true }\nexternalS3: { endpoint: "http://s3:9000", existingSecret: s }\n',
+    ]);
+    expect(onlyNats.map((o) => o.metadata.name)).toContain(`${RELEASE}-nats-stub`);
+    expect(onlyNats.map((o) => o.metadata.name)).not.toContain(`${RELEASE}-minio-stub`);
+  });
+
+  it('render a NOTES.txt that tells how to start and watch a sweep', async () => {
+    // helm renders NOTES.txt only on install; render it here through a ConfigMap in the copy.
+    const chart = join(out, 'chart');
+    await copyFile(join(chart, 'templates', 'NOTES.txt'), join(chart, 'notes-preview.txt'));
+    await writeFile(
+      join(chart, 'templates', 'notes-preview.yaml'),
+      'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes-preview\ndata:\n' +
+        '  notes: {{ tpl (.Files.Get "notes-preview.txt") . | quote }}\n',
+    );
+    try {
+      const objects = await template([await readFile(join(CHART, 'ci/gpu-values.yaml'), 'utf8')]);
+      const notes = (named(objects, 'ConfigMap', 'notes-preview').data as { notes: string }).notes;
+      expect(notes).toContain(`kubectl -n ${NAMESPACE} port-forward service/${RELEASE}-controller 50060:50060`);
+      expect(notes).toContain('transferlab sweep start -f spec.yaml --server 127.0.0.1:50060 --watch');
+      expect(notes).toContain('2 x nvidia.com/gpu');
+    } finally {
+      await rm(join(chart, 'notes-preview.txt'));
+      await rm(join(chart, 'templates', 'notes-preview.yaml'));
+    }
+  });
+});
+
+/**
+ * The controller's trainer Job variables (services/controller/src/config.ts and
+ * packages/runner/src/controller/kubernetes-job.ts read them).
+ */
+const TRAINER_ENV = {
+  executor: 'TRANSFERLAB_EXECUTOR',
+  namespace: 'TRANSFERLAB_K8S_NAMESPACE',
+  image: 'TRANSFERLAB_K8S_TRAINER_IMAGE',
+  gpus: 'TRANSFERLAB_K8S_GPU_COUNT',
+  gpuResource: 'TRANSFERLAB_K8S_GPU_RESOURCE',
+  cpu: 'TRANSFERLAB_K8S_CPU',
+  memory: 'TRANSFERLAB_K8S_MEMORY',
+  pendingTimeoutSeconds: 'TRANSFERLAB_K8S_PENDING_TIMEOUT_SECONDS',
+  terminationGracePeriodSeconds: 'TRANSFERLAB_K8S_TERMINATION_GRACE_PERIOD_SECONDS',
+  instance: 'TRANSFERLAB_K8S_INSTANCE',
+  imagePullSecrets: 'TRANSFERLAB_K8S_IMAGE_PULL_SECRETS',
+  s3Secret: 'TRANSFERLAB_K8S_S3_SECRET',
+  s3AccessKeyKey: 'TRANSFERLAB_K8S_S3_ACCESS_KEY_KEY',
+  s3SecretKeyKey: 'TRANSFERLAB_K8S_S3_SECRET_KEY_KEY',
+  nodeSelector: 'TRANSFERLAB_K8S_NODE_SELECTOR',
+  tolerations: 'TRANSFERLAB_K8S_TOLERATIONS',
+  affinity: 'TRANSFERLAB_K8S_AFFINITY',
+  runtimeClassName: 'TRANSFERLAB_K8S_RUNTIME_CLASS_NAME',
+  priorityClassName: 'TRANSFERLAB_K8S_PRIORITY_CLASS_NAME',
+  activeDeadlineSeconds: 'TRANSFERLAB_K8S_ACTIVE_DEADLINE_SECONDS',
+  ttlSecondsAfterFinished: 'TRANSFERLAB_K8S_TTL_SECONDS_AFTER_FINISHED',
+  checkpointEveryEpochs: 'TRANSFERLAB_CHECKPOINT_EVERY_EPOCHS',
+  configMap: 'TRANSFERLAB_K8S_CONFIG_MAP',
+  serviceAccount: 'TRANSFERLAB_K8S_SERVICE_ACCOUNT',
+} as const;

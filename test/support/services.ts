@@ -1,0 +1,165 @@
+// Every service as its own process on loopback, wired to real servers (support/servers.ts):
+// what the cross-service tests start. The controller runs trainers as child processes.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { protoPath as healthProtoPath } from 'grpc-health-check';
+import { REPO, type RealServers, freePort } from './servers.ts';
+
+const tsx = import.meta.resolve('tsx');
+
+/** A sweep small enough for a test: MNIST, 6 cells of one epoch on 20 images per class. */
+export const TINY_SPEC = `
+name: e2e
+dataset: { kind: mnist }
+split: { kind: random, trainPerClass: 20, valPerClass: 5, testPerClass: 5 }
+net: { kind: small, width: 0.25 }
+training: { batchSize: 16, maxEpochs: 1, patience: 1, augment: false, scoreTopK: 1 }
+layers: [1, 3]
+arms: [baseA, baseB, AnB, BnB+]
+concurrency: 2
+`;
+
+export const SERVICES = ['dataset-splitter', 'transplanter', 'evaluator', 'controller'] as const;
+export type ServiceName = (typeof SERVICES)[number];
+
+export interface ServicesOptions {
+  servers: RealServers;
+  /** Prefixes the S3 keys of this run (TRANSFERLAB_S3_PREFIX), so runs never share objects. */
+  name: string;
+  /** Trainer processes the controller runs at once. Default 2. */
+  maxTrainers?: number;
+  /**
+   * Serve Prometheus metrics: each service on a port of its own, and each running trainer on
+   * one of the ports right after the controller's. Default off (TRANSFERLAB_METRICS_PORT=off).
+   */
+  metrics?: boolean;
+  /** More environment for every service (and so for the trainers the controller starts). */
+  env?: Record<string, string>;
+}
+
+export interface Services {
+  /** The environment a client (the CLI) needs: the servers and the services' addresses. */
+  env: Record<string, string>;
+  controllerAddress: string;
+  ports: Record<ServiceName, number>;
+  /** With metrics: Prometheus targets as SERVICE=HOST:PORT, the trainers' ports included. */
+  metricsTargets: string[];
+  /** The last output of each service, for an error message. */
+  logs(): string;
+  /** SIGTERM to every service, then waits for each to exit. */
+  stop(): Promise<void>;
+}
+
+/** Waits until the gRPC health service at `address` reports SERVING. */
+export async function healthy(address: string, deadlineMs: number): Promise<void> {
+  const definition = loadSync(healthProtoPath, { keepCase: true, enums: String });
+  const Health = grpc.loadPackageDefinition(definition).grpc as unknown as {
+    health: { v1: { Health: new (address: string, credentials: grpc.ChannelCredentials) => grpc.Client } };
+  };
+  const client = new Health.health.v1.Health(address, grpc.credentials.createInsecure()) as grpc.Client & {
+    check: (req: object, opts: object, cb: (err: Error | null, res: { status: string }) => void) => void;
+  };
+  const until = Date.now() + deadlineMs;
+  try {
+    for (;;) {
+      const status = await new Promise<string>((resolve) =>
+        client.check({ service: '' }, { deadline: Date.now() + 1000 }, (error, response) =>
+          resolve(error ? 'DOWN' : response.status),
+        ),
+      );
+      if (status === 'SERVING') return;
+      if (Date.now() > until) throw new Error(`${address} is not SERVING after ${deadlineMs} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  } finally {
+    client.close();
+  }
+}
+
+async function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+/** `count` consecutive free ports on loopback. */
+async function freePortRun(count: number): Promise<number> {
+  for (let tries = 0; tries < 50; tries++) {
+    const first = await freePort();
+    if (first + count > 65535) continue;
+    let free = true;
+    for (let port = first + 1; port < first + count && free; port++) free = await portIsFree(port);
+    if (free) return first;
+  }
+  throw new Error(`no ${count} consecutive free ports found on 127.0.0.1`);
+}
+
+export async function startServices(options: ServicesOptions): Promise<Services> {
+  const maxTrainers = options.maxTrainers ?? 2;
+  const ports = Object.fromEntries(await Promise.all(SERVICES.map(async (name) => [name, await freePort()]))) as Record<
+    ServiceName,
+    number
+  >;
+  const env: Record<string, string> = {
+    ...options.servers.env,
+    TRANSFERLAB_S3_PREFIX: `${options.name}-${process.pid}-${Date.now()}`,
+    TRANSFERLAB_SPLITTER_ADDR: `127.0.0.1:${ports['dataset-splitter']}`,
+    TRANSFERLAB_TRANSPLANTER_ADDR: `127.0.0.1:${ports.transplanter}`,
+    TRANSFERLAB_EVALUATOR_ADDR: `127.0.0.1:${ports.evaluator}`,
+    TRANSFERLAB_MAX_TRAINERS: String(maxTrainers),
+    TRANSFERLAB_LOG_LEVEL: 'warn',
+    ...options.env,
+  };
+  const metricsPorts: Partial<Record<ServiceName, number>> = {};
+  const metricsTargets: string[] = [];
+  if (options.metrics) {
+    for (const name of SERVICES) {
+      // The controller's running trainers take the ports after its own.
+      metricsPorts[name] = name === 'controller' ? await freePortRun(1 + maxTrainers) : await freePort();
+      metricsTargets.push(`${name}=127.0.0.1:${metricsPorts[name]}`);
+    }
+    for (let i = 1; i <= maxTrainers; i++) metricsTargets.push(`trainer=127.0.0.1:${metricsPorts.controller! + i}`);
+  }
+
+  const processes: ChildProcess[] = [];
+  const output = new Map<string, string>();
+  const logs = (): string => [...output].map(([name, text]) => `--- ${name}\n${text}`).join('\n');
+  const stop = async (): Promise<void> => {
+    for (const child of processes) child.kill('SIGTERM');
+    await Promise.all(
+      processes.map(
+        (child) => new Promise((resolve) => (child.exitCode !== null ? resolve(null) : child.once('exit', resolve))),
+      ),
+    );
+  };
+  for (const name of SERVICES) {
+    const child = spawn(process.execPath, ['--import', tsx, join(REPO, 'services', name, 'src', 'main.ts')], {
+      env: {
+        ...process.env,
+        ...env,
+        TRANSFERLAB_PORT: String(ports[name]),
+        TRANSFERLAB_METRICS_PORT: metricsPorts[name]?.toString() ?? 'off',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    output.set(name, '');
+    const keep = (chunk: Buffer): void => {
+      output.set(name, (output.get(name)! + chunk.toString()).slice(-20_000));
+    };
+    child.stdout!.on('data', keep);
+    child.stderr!.on('data', keep);
+    processes.push(child);
+  }
+  try {
+    await Promise.all(SERVICES.map((name) => healthy(`127.0.0.1:${ports[name]}`, 60_000)));
+  } catch (error) {
+    await stop();
+    throw new Error(`${(error as Error).message}\n${logs()}`);
+  }
+  return { env, controllerAddress: `127.0.0.1:${ports.controller}`, ports, metricsTargets, logs, stop };
+}

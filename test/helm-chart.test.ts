@@ -365,7 +365,6 @@ describe('the rendered chart', () => {
     expect(envValue(gpu, TRAINER_ENV.priorityClassName)).toBe('transferlab-training');
     expect(envValue(gpu, TRAINER_ENV.activeDeadlineSeconds)).toBe('172800');
     expect(envValue(gpu, TRAINER_ENV.ttlSecondsAfterFinished)).toBe('3600');
-    expect(envValue(gpu, TRAINER_ENV.checkpointEveryEpochs)).toBe('2');
     expect(envValue(gpu, TRAINER_ENV.configMap)).toBe(`${RELEASE}-config`);
     expect(envValue(gpu, TRAINER_ENV.serviceAccount)).toBe(`${RELEASE}-trainer`);
     expect(envValue(gpu, 'TRANSFERLAB_MAX_TRAINERS')).toBe('8');
@@ -677,7 +676,6 @@ const TRAINER_ENV = {
   priorityClassName: 'TRANSFERLAB_K8S_PRIORITY_CLASS_NAME',
   activeDeadlineSeconds: 'TRANSFERLAB_K8S_ACTIVE_DEADLINE_SECONDS',
   ttlSecondsAfterFinished: 'TRANSFERLAB_K8S_TTL_SECONDS_AFTER_FINISHED',
-  checkpointEveryEpochs: 'TRANSFERLAB_CHECKPOINT_EVERY_EPOCHS',
   configMap: 'TRANSFERLAB_K8S_CONFIG_MAP',
   serviceAccount: 'TRANSFERLAB_K8S_SERVICE_ACCOUNT',
 } as const;

@@ -63,6 +63,4 @@ selector, tolerations, affinity) travel as JSON.
   value: {{ $t.terminationGracePeriodSeconds | quote }}
 - name: TRANSFERLAB_K8S_PENDING_TIMEOUT_SECONDS
   value: {{ $t.pendingTimeoutSeconds | quote }}
-- name: TRANSFERLAB_CHECKPOINT_EVERY_EPOCHS
-  value: {{ $t.checkpointEveryEpochs | quote }}
 {{- end }}

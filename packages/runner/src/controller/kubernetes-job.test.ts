@@ -188,7 +188,7 @@ describe('buildTrainerJob', () => {
   it('runs as non-root with a read-only root filesystem, /tmp on an emptyDir, no escalation, no capabilities', () => {
     const pod = buildTrainerJob(byName('baseA seed=1'), { sweepId: 'sw', attempt: 1, settings: minimal }).spec!.template
       .spec!;
-    expect(pod.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 1000 });
+    expect(pod.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 10001 });
     expect(pod.automountServiceAccountToken).toBe(false);
     const container = pod.containers[0]!;
     expect(container.securityContext).toMatchObject({

@@ -41,7 +41,7 @@ export interface TrainerJobSettings {
   s3Secret?: { name: string; accessKeyKey: string; secretKeyKey: string };
   /** Plain (non-secret) variables for every trainer, e.g. TF_FORCE_GPU_ALLOW_GROWTH. */
   env?: Record<string, string>;
-  /** The non-root user and group the trainer runs as. Default 1000. */
+  /** The non-root user and group the trainer runs as. Default 10001, the images' user. */
   runAsUser?: number;
 }
 
@@ -179,7 +179,7 @@ export function buildTrainerJob(
   const limits: Record<string, string> = { ...settings.resources?.limits };
   if (settings.gpus > 0) limits[settings.gpuResource ?? 'nvidia.com/gpu'] = String(settings.gpus);
   const requests: Record<string, string> = { ...settings.resources?.requests };
-  const user = settings.runAsUser ?? 1000;
+  const user = settings.runAsUser ?? 10001;
 
   return {
     apiVersion: 'batch/v1',

@@ -113,7 +113,7 @@ export function sweepToProto(sweep: SweepRecord, cells: readonly Cell[], options
     id: sweep.id,
     name: sweep.name,
     spec: sweepSpecToProto(sweep.spec as SweepSpecInput),
-    specText: options.specText ?? '',
+    specText: options.specText ?? sweep.specText ?? '',
     state: sweepStateToProto(sweep.state),
     counts: countsToProto(cells),
     totalCells: sweep.cellIds.length,

@@ -89,6 +89,7 @@ describe('SweepService', () => {
 
     const got = await callUnary(client.getSweep.bind(client), { sweepId: id });
     expect(got.sweep!.state).toBe(SweepState.SWEEP_STATE_SUCCEEDED);
+    expect(got.sweep!.specText).toBe(TINY);
     expect(got.sweep!.counts).toEqual([{ state: CellState.CELL_STATE_SUCCEEDED, count: 4 }]);
     for (const cell of got.cells) {
       expect(cell.state).toBe(CellState.CELL_STATE_SUCCEEDED);

@@ -192,12 +192,13 @@ export function createServer(deps: ServerDeps): SweepServiceServer {
     const specLimit = spec.concurrency === 'auto' ? Infinity : spec.concurrency;
     const record = await controller.start(spec, {
       specDir: dataDir,
+      specText,
       maxAttempts: deps.maxAttempts,
       concurrency: deps.maxConcurrency === undefined ? undefined : Math.min(specLimit, deps.maxConcurrency),
     });
     log.info({ sweepId: record.id, cells: record.cellIds.length }, 'sweep started');
     const { sweep, cells } = await snapshotToProto(await load(record.id));
-    return { sweep: { ...sweep, specText: specText ?? '' }, cells };
+    return { sweep, cells };
   }
 
   async function getSweep(request: GetSweepRequest): Promise<GetSweepResponse> {

@@ -5,6 +5,8 @@ export interface SweepRecord {
   id: string;
   name: string;
   spec: SweepSpec;
+  /** The spec as the user wrote it, when it came as text: what GetSweep shows back. */
+  specText?: string;
   /** Where relative dataset paths in the spec resolve. */
   specDir: string;
   state: SweepState;

@@ -40,6 +40,8 @@ export interface ControllerDeps {
 
 export interface StartOptions {
   specDir: string;
+  /** The spec's text as the user wrote it, kept with the sweep. */
+  specText?: string;
   /** Default 3: the first run and two retries, each resuming from the last checkpoint. */
   maxAttempts?: number;
   /** Overrides the spec's concurrency (e.g. the number of local worker processes). */
@@ -89,6 +91,7 @@ export class SweepController {
       id,
       name: spec.name,
       spec,
+      specText: options.specText,
       specDir: options.specDir,
       state: 'splitting',
       maxAttempts: options.maxAttempts ?? 3,

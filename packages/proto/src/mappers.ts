@@ -290,6 +290,7 @@ export interface CellExtra {
   state?: CellState;
   attempts?: number;
   error?: string;
+  status?: string;
   progress?: Progress;
   result?: CellResult;
 }
@@ -314,6 +315,7 @@ export function cellToProto(cell: DomainCell, extra: CellExtra = {}): Cell {
     state: extra.state ?? CellState.CELL_STATE_UNSPECIFIED,
     attempts: extra.attempts ?? 0,
     error: extra.error ?? '',
+    status: extra.status ?? '',
     progress: extra.progress,
     result: extra.result,
   };

@@ -69,7 +69,7 @@ describe('transferlab sweep', () => {
 
     const got = await transferlab(['sweep', 'get', id]);
     expect(got.code).toBe(0);
-    expect(got.stdout).toMatch(/CELL +STATE +ATTEMPTS +SCORE +ERROR/);
+    expect(got.stdout).toMatch(/CELL +STATE +ATTEMPTS +SCORE +STATUS OR ERROR/);
     expect(got.stdout).toMatch(/AnB n=2 seed=1 +succeeded +1 +\d\.\d{4}/);
 
     const report = await transferlab(['sweep', 'report', id, '-o', 'report']);

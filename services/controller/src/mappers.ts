@@ -88,6 +88,7 @@ export function cellRecordToProto(
     state: cellStateToProto(record, stateOf),
     attempts: record.attempts,
     error: record.error,
+    status: record.status,
     result: extra.result,
     progress: extra.progress,
   });

@@ -134,6 +134,7 @@ export class KubernetesExecutor implements Executor {
   private readonly namespace: string;
   private readonly pendingTimeoutMs: number;
   private readonly runs = new Map<string, Run>();
+  private readonly statusListeners: Array<(sweepId: string, cellId: string, status: string) => void> = [];
   private readonly jobs: ResourceWatch<V1Job>;
   private readonly pods: ResourceWatch<V1Pod>;
   private watching: Promise<void> | undefined;
@@ -177,6 +178,10 @@ export class KubernetesExecutor implements Executor {
   /** The watches' counters (lists, watch requests, 410s, failures): for tests and logs. */
   get watchStats() {
     return { jobs: { ...this.jobs.stats }, pods: { ...this.pods.stats } };
+  }
+
+  onStatus(listener: (sweepId: string, cellId: string, status: string) => void): void {
+    this.statusListeners.push(listener);
   }
 
   async run(
@@ -476,6 +481,8 @@ export class KubernetesExecutor implements Executor {
     if (last && last.reason === status.reason && last.message === status.message) return;
     run.lastStatus = { sweepId: run.sweepId, jobName: run.jobName, ...status };
     this.options.onStatus?.(run.cell.id, run.lastStatus);
+    const text = status.message ? `${status.reason}: ${status.message}` : status.reason;
+    for (const listener of this.statusListeners) listener(run.sweepId, run.cell.id, text);
   }
 
   private podsOf(jobName: string): V1Pod[] {

@@ -35,5 +35,10 @@ export interface Executor {
     cell: Cell,
     options: { sweepId: string; attempt: number; signal: AbortSignal },
   ): Promise<'trained' | 'interrupted'>;
+  /**
+   * Where the executor reports what a running attempt waits on or does (a pod that cannot be
+   * scheduled, an image being pulled), so a user sees it on the cell. Optional.
+   */
+  onStatus?(listener: (sweepId: string, cellId: string, status: string) => void): void;
   close(): Promise<void>;
 }

@@ -28,6 +28,8 @@ export interface CellRecord {
   /** True when a finished cell with the same id was found in the store and not run again. */
   reused?: boolean;
   error?: string;
+  /** What the executor last said about the running attempt (e.g. why its pod is pending). */
+  status?: string;
   startedAt?: string;
   finishedAt?: string;
 }

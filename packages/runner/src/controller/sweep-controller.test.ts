@@ -107,3 +107,30 @@ describe('SweepController', () => {
     expect((await successor.get(cancelled.id))?.sweep.state).toBe('cancelled');
   });
 });
+
+describe('SweepController cell status', () => {
+  it('records what the executor reports about a running attempt on the cell', async () => {
+    const store = new LocalFolderStore(await mkdtemp(join(tmpdir(), 'tl-ctl-')));
+    const bus = createInProcessBus();
+    const ports = new ScriptedPorts();
+    let report: ((sweepId: string, cellId: string, status: string) => void) | undefined;
+    let release!: () => void;
+    ports.hold = new Promise((resolve) => (release = resolve));
+    const executor: Executor = {
+      run: (cell, options) => ports.run(cell, options),
+      onStatus: (listener) => (report = listener),
+      close: async () => {},
+    };
+    const controller = new SweepController({ store, bus, steps: ports, executor });
+    const sweep = await controller.start(spec, { specDir: '.' });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const running = (await controller.get(sweep.id))!.cells.find((record) => record.state === 'training')!;
+    report!(sweep.id, running.cell.id, 'Unschedulable: 0/3 nodes have a free nvidia.com/gpu');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const seen = (await controller.get(sweep.id))!.cells.find((record) => record.cell.id === running.cell.id)!;
+    expect(seen.status).toBe('Unschedulable: 0/3 nodes have a free nvidia.com/gpu');
+    release();
+    ports.hold = undefined;
+    expect((await controller.wait(sweep.id))?.state).toBe('succeeded');
+  });
+});

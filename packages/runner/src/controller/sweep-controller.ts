@@ -71,7 +71,18 @@ export class SweepController {
   private readonly drivers = new Map<string, { abort: AbortController; done: Promise<void> }>();
   private readonly concurrency = new Map<string, number>();
 
-  constructor(private readonly deps: ControllerDeps) {}
+  constructor(private readonly deps: ControllerDeps) {
+    deps.executor.onStatus?.((sweepId, cellId, status) => {
+      this.noteStatus(sweepId, cellId, status).catch((error: unknown) =>
+        deps.log?.('cannot record a cell status', { sweepId, cellId, error: (error as Error).message }),
+      );
+    });
+  }
+
+  /** Records what the executor says about a running attempt on the cell, for GetSweep and watchers. */
+  async noteStatus(sweepId: string, cellId: string, status: string): Promise<void> {
+    await this.updateCell(sweepId, cellId, (record) => ({ ...record, status }));
+  }
 
   private async kv(): Promise<KeyValueStore> {
     this.kvBucket ??= await this.deps.bus.kv(SWEEPS_BUCKET, { history: 5 });
@@ -278,6 +289,8 @@ export class SweepController {
     const { attempts: attempt, startedAt } = await this.updateCell(id, cell.id, (r) => ({
       ...r,
       attempts: r.attempts + 1,
+      // A new attempt: what the executor said about the last one no longer holds.
+      status: undefined,
       startedAt: r.startedAt ?? now(),
     }));
     const seconds = (): number => (Date.now() - Date.parse(startedAt ?? now())) / 1000;

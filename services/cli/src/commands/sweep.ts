@@ -161,14 +161,16 @@ export async function sweepList(options: ServerOption & { state?: string[] }): P
 }
 
 function cellTable(cells: Cell[], options: { progress: boolean }): string {
-  const rows = [options.progress ? ['CELL', 'STATE', 'ATTEMPTS', 'SCORE', 'ERROR'] : ['CELL', 'ID']];
+  const rows = [options.progress ? ['CELL', 'STATE', 'ATTEMPTS', 'SCORE', 'STATUS OR ERROR'] : ['CELL', 'ID']];
   for (const cell of cells) {
     if (!options.progress) {
       rows.push([cell.name, cell.id.slice(0, 12)]);
       continue;
     }
     const score = cell.result ? cell.result.score.toFixed(4) : '-';
-    rows.push([cell.name, stateName(cell.state), String(cell.attempts), score, cell.error.replace(/\s+/g, ' ')]);
+    // A running cell's executor status (e.g. why its pod waits) says more than an old error.
+    const note = (cell.status && !cell.result ? cell.status : cell.error).replace(/\s+/g, ' ');
+    rows.push([cell.name, stateName(cell.state), String(cell.attempts), score, note]);
   }
   return table(rows);
 }

@@ -572,7 +572,14 @@ export interface Cell {
     | Progress
     | undefined;
   /** The result, once SUCCEEDED or REUSED. */
-  result?: CellResult | undefined;
+  result?:
+    | CellResult
+    | undefined;
+  /**
+   * What the executor last reported about the running attempt, in words a user can act on,
+   * e.g. `Unschedulable: 0/3 nodes have a free nvidia.com/gpu` while its pod waits.
+   */
+  status: string;
 }
 
 /**
@@ -701,6 +708,7 @@ function createBaseCell(): Cell {
     error: "",
     progress: undefined,
     result: undefined,
+    status: "",
   };
 }
 
@@ -765,6 +773,9 @@ export const Cell: MessageFns<Cell> = {
     }
     if (message.result !== undefined) {
       CellResult.encode(message.result, writer.uint32(162).fork()).join();
+    }
+    if (message.status !== "") {
+      writer.uint32(170).string(message.status);
     }
     return writer;
   },
@@ -942,6 +953,14 @@ export const Cell: MessageFns<Cell> = {
             message.result = CellResult.decode(reader, reader.uint32());
             continue;
           }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.status = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -984,6 +1003,7 @@ export const Cell: MessageFns<Cell> = {
       error: isSet(object.error) ? globalThis.String(object.error) : "",
       progress: isSet(object.progress) ? Progress.fromJSON(object.progress) : undefined,
       result: isSet(object.result) ? CellResult.fromJSON(object.result) : undefined,
+      status: isSet(object.status) ? globalThis.String(object.status) : "",
     };
   },
 
@@ -1049,6 +1069,9 @@ export const Cell: MessageFns<Cell> = {
     if (message.result !== undefined) {
       obj.result = CellResult.toJSON(message.result);
     }
+    if (message.status !== "") {
+      obj.status = message.status;
+    }
     return obj;
   },
 
@@ -1083,6 +1106,7 @@ export const Cell: MessageFns<Cell> = {
     message.result = (object.result !== undefined && object.result !== null)
       ? CellResult.fromPartial(object.result)
       : undefined;
+    message.status = object.status ?? "";
     return message;
   },
 };

@@ -9,3 +9,4 @@ export * from './split.ts';
 export * from './shards.ts';
 export * from './batches.ts';
 export * from './augment.ts';
+export * from './dataset-cache.ts';

@@ -6,11 +6,14 @@ import {
   type DatasetSource,
   type SplitManifest,
   type SplitSpec,
+  datasetCacheKey,
   manifestKey,
   openSplit,
   parseGroupsYaml,
   planSplit,
   readDataset,
+  readDatasetCache,
+  writeDatasetCache,
   writeSplit,
 } from '@transferlab/data';
 import type { SplitTask, SweepDataset } from '@transferlab/experiment';
@@ -71,6 +74,24 @@ async function splitSpecOf(task: SplitTask, dataset: Dataset, specDir: string): 
   return { kind: 'groups', groups, seed: task.seed, caps };
 }
 
+/**
+ * The dataset from its shard cache in the store when there is one (`transferlab data fetch`
+ * writes it; so does the first split of an image folder, whose JPEG decoding dominates), else
+ * from the reader.
+ */
+export async function readCachedDataset(
+  store: ObjectStore,
+  source: DatasetSource,
+  onProgress?: (progress: { done: number; total: number }) => void,
+): Promise<Dataset> {
+  const key = datasetCacheKey(source);
+  const cached = await readDatasetCache(store, key);
+  if (cached) return cached;
+  const dataset = await readDataset(source, { onProgress });
+  if (source.kind === 'image-folder') await writeDatasetCache(store, key, dataset);
+  return dataset;
+}
+
 export interface EnsureSplitsOptions {
   specDir: string;
   onReading?: (task: SplitTask, progress: { done: number; total: number }) => void;
@@ -98,7 +119,7 @@ export async function ensureSplits(
     const sourceKey = JSON.stringify(source);
     let dataset = datasets.get(sourceKey);
     if (!dataset) {
-      dataset = await readDataset(source, { onProgress: (progress) => options.onReading?.(task, progress) });
+      dataset = await readCachedDataset(store, source, (progress) => options.onReading?.(task, progress));
       datasets.set(sourceKey, dataset);
     }
     const plan = planSplit(dataset.classes, await splitSpecOf(task, dataset, options.specDir));

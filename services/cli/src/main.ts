@@ -72,6 +72,7 @@ program
   .command('fetch')
   .argument('<name>', 'cifar10 | cifar100 | mnist | fashion-mnist')
   .option('--dir <dir>', 'where to keep downloads', 'data')
+  .option('--store <dir>', 'object store folder that receives the shards', DEFAULT_STORE)
   .option('--base-url <url>', 'fetch from this mirror instead of the publisher')
   .option('--insecure-skip-checksum', 'accept files with no pinned sha256 (never a mismatching one)')
   .description('download a public dataset, verify its pinned sha256, resume partial downloads')

@@ -1,20 +1,28 @@
 import { resolve } from 'node:path';
 import cliProgress from 'cli-progress';
+import { LocalFolderStore } from '@transferlab/platform';
 import {
   type FetchableDataset,
   FETCHABLE_DATASETS,
+  datasetCacheKey,
   fetchDataset,
   isFetchableDataset,
   readDataset,
+  writeDatasetCache,
 } from '@transferlab/data';
 
 export interface FetchCommandOptions {
   dir: string;
+  /** The store that receives the dataset in the shard format. */
+  store: string;
   baseUrl?: string;
   insecureSkipChecksum?: boolean;
 }
 
-/** `transferlab data fetch NAME`: download, verify, unpack, then read it once to prove it whole. */
+/**
+ * `transferlab data fetch NAME`: download, verify, unpack, read it once (which proves it whole)
+ * and convert it to the shard format in the store, where every sweep's splits read it.
+ */
 export async function fetchCommand(name: string, options: FetchCommandOptions): Promise<number> {
   if (!isFetchableDataset(name)) {
     console.error(`unknown dataset '${name}': expected one of ${FETCHABLE_DATASETS.join(', ')}`);
@@ -39,9 +47,12 @@ export async function fetchCommand(name: string, options: FetchCommandOptions): 
     },
   }).finally(() => bar.stop());
   const dataset = await readDataset(source);
+  const store = new LocalFolderStore(resolve(options.store));
+  const key = datasetCacheKey(source);
+  await writeDatasetCache(store, key, dataset);
   console.log(
     `${name}: ${dataset.classes.length} classes, ${dataset.train.count} train and ${dataset.test?.count ?? 0} test images of ` +
-      `${dataset.shape.join('x')}; dataset source for a sweep spec:\n${JSON.stringify(source, null, 2)}`,
+      `${dataset.shape.join('x')}; shards in ${store.describe(key)}; dataset source for a sweep spec:\n${JSON.stringify(source, null, 2)}`,
   );
   return 0;
 }

@@ -3,9 +3,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
-import { protoPath as healthProtoPath } from 'grpc-health-check';
+import { waitUntilServing } from '@transferlab/platform';
 import { REPO, type RealServers, freePort } from './servers.ts';
 
 const tsx = import.meta.resolve('tsx');
@@ -54,30 +52,7 @@ export interface Services {
 }
 
 /** Waits until the gRPC health service at `address` reports SERVING. */
-export async function healthy(address: string, deadlineMs: number): Promise<void> {
-  const definition = loadSync(healthProtoPath, { keepCase: true, enums: String });
-  const Health = grpc.loadPackageDefinition(definition).grpc as unknown as {
-    health: { v1: { Health: new (address: string, credentials: grpc.ChannelCredentials) => grpc.Client } };
-  };
-  const client = new Health.health.v1.Health(address, grpc.credentials.createInsecure()) as grpc.Client & {
-    check: (req: object, opts: object, cb: (err: Error | null, res: { status: string }) => void) => void;
-  };
-  const until = Date.now() + deadlineMs;
-  try {
-    for (;;) {
-      const status = await new Promise<string>((resolve) =>
-        client.check({ service: '' }, { deadline: Date.now() + 1000 }, (error, response) =>
-          resolve(error ? 'DOWN' : response.status),
-        ),
-      );
-      if (status === 'SERVING') return;
-      if (Date.now() > until) throw new Error(`${address} is not SERVING after ${deadlineMs} ms`);
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-  } finally {
-    client.close();
-  }
-}
+export const healthy = waitUntilServing;
 
 async function portIsFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {

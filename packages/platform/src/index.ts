@@ -15,3 +15,4 @@ export * from './telemetry-context.ts';
 export * from './telemetry-instruments.ts';
 export { instrumentService, tracingInterceptor } from './telemetry-grpc.ts';
 // The SDK itself (startTelemetry) is the subpath '@transferlab/platform/telemetry': only mains load it.
+export * from './grpc/health-client.ts';

@@ -13,7 +13,7 @@ import {
   SplitKind,
   SplitState,
 } from '@transferlab/proto';
-import { service as healthService } from 'grpc-health-check';
+import { healthStatus as healthStatusAt } from '@transferlab/platform';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SERVICE_NAME, createServer } from './server.ts';
 
@@ -73,25 +73,8 @@ async function rejection(promise: Promise<unknown>): Promise<grpc.ServiceError> 
   throw new Error('expected the call to fail');
 }
 
-type HealthClient = grpc.Client & {
-  check(
-    request: { service: string },
-    callback: (error: grpc.ServiceError | null, response: { status: string }) => void,
-  ): void;
-};
-
-/** grpc.health.v1 Check, through a client made from grpc-health-check's own definition. */
-async function healthStatus(port: number, service: string): Promise<string> {
-  const Health = grpc.makeGenericClientConstructor(healthService, 'Health');
-  const health = new Health(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as HealthClient;
-  try {
-    return await new Promise((resolve, reject) =>
-      health.check({ service }, (error, response) => (error ? reject(error) : resolve(response.status))),
-    );
-  } finally {
-    health.close();
-  }
-}
+/** grpc.health.v1 Check on this test's server. */
+const healthStatus = (port: number, service: string): Promise<string> => healthStatusAt(`127.0.0.1:${port}`, service);
 
 describe('DatasetSplitterService', () => {
   it('answers health checks with SERVING', async () => {

@@ -20,7 +20,7 @@ import { EvaluatorServiceClient, EvaluatorServiceService, Half, Subset } from '@
 import type { EvaluateRequest } from '@transferlab/proto';
 import { checkpointRef } from '@transferlab/proto/mappers';
 import { cellKeys, ensureSplits, putJson, readResult, trainCell } from '@transferlab/runner';
-import { service as healthService } from 'grpc-health-check';
+import { healthStatus as healthStatusAt } from '@transferlab/platform';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type EvaluationFinished,
@@ -121,25 +121,8 @@ async function until<T>(find: () => T | undefined): Promise<T> {
   throw new Error('timed out');
 }
 
-type HealthClient = grpc.Client & {
-  check(
-    request: { service: string },
-    callback: (error: grpc.ServiceError | null, response: { status: string }) => void,
-  ): void;
-};
-
-/** grpc.health.v1 Check, through a client made from grpc-health-check's own definition. */
-async function healthStatus(port: number, service: string): Promise<string> {
-  const Health = grpc.makeGenericClientConstructor(healthService, 'Health');
-  const health = new Health(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as HealthClient;
-  try {
-    return await new Promise((resolve, reject) =>
-      health.check({ service }, (error, response) => (error ? reject(error) : resolve(response.status))),
-    );
-  } finally {
-    health.close();
-  }
-}
+/** grpc.health.v1 Check on this test's server. */
+const healthStatus = (port: number, service: string): Promise<string> => healthStatusAt(`127.0.0.1:${port}`, service);
 
 describe('EvaluatorService', () => {
   it('answers health checks with SERVING', async () => {

@@ -11,7 +11,7 @@ import { Cell as CellMessage, TransplanterServiceClient, TransplanterServiceServ
 import type { TransplantRequest } from '@transferlab/proto';
 import { cellToProto, checkpointRef } from '@transferlab/proto/mappers';
 import { cellKeys, ensureSplits, putJson, trainCell } from '@transferlab/runner';
-import { service as healthService } from 'grpc-health-check';
+import { healthStatus as healthStatusAt } from '@transferlab/platform';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SERVICE_NAME, createServer } from './server.ts';
 
@@ -78,25 +78,8 @@ const sha256 = async (key: string) =>
     .update(await store.get(key))
     .digest('hex');
 
-type HealthClient = grpc.Client & {
-  check(
-    request: { service: string },
-    callback: (error: grpc.ServiceError | null, response: { status: string }) => void,
-  ): void;
-};
-
-/** grpc.health.v1 Check, through a client made from grpc-health-check's own definition. */
-async function healthStatus(port: number, service: string): Promise<string> {
-  const Health = grpc.makeGenericClientConstructor(healthService, 'Health');
-  const health = new Health(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as HealthClient;
-  try {
-    return await new Promise((resolve, reject) =>
-      health.check({ service }, (error, response) => (error ? reject(error) : resolve(response.status))),
-    );
-  } finally {
-    health.close();
-  }
-}
+/** grpc.health.v1 Check on this test's server. */
+const healthStatus = (port: number, service: string): Promise<string> => healthStatusAt(`127.0.0.1:${port}`, service);
 
 describe('TransplanterService', () => {
   it('answers health checks with SERVING', async () => {

@@ -5,13 +5,36 @@ import { evaluate, loadModel, selectBackend } from '@transferlab/nn';
 import type { ObjectStore } from '@transferlab/platform';
 import { loadSubsets } from './cell-data.ts';
 import { cellKeys, getJson, putJson } from './cell-store.ts';
-import { readTrainingOutcome } from './train-cell.ts';
+import { type TrainingOutcome, readTrainingOutcome } from './train-cell.ts';
 
 /** A cell's result as stored, with what only a run knows (memory). */
 export type StoredResult = CellResult & { peakRssBytes?: number };
 
 export async function readResult(store: ObjectStore, cellId: string): Promise<StoredResult | undefined> {
   return getJson<StoredResult>(store, cellKeys.result(cellId));
+}
+
+/** A cell's result from its training alone (score, history, timing): no test metrics yet. */
+export function trainedResult(cell: Cell, outcome: TrainingOutcome): StoredResult {
+  const valTop1History = outcome.history.map((record) => record.valTop1);
+  return {
+    cellId: cell.id,
+    name: cell.name,
+    arm: cell.arm,
+    kind: cell.kind,
+    n: cell.n,
+    seed: cell.seed,
+    target: cell.target,
+    score: paperScore(valTop1History, cell.training.scoreTopK),
+    valTop1History,
+    epochs: outcome.epochs,
+    stoppedBy: outcome.stoppedBy,
+    stillImproving: outcome.stillImproving,
+    seconds: outcome.seconds,
+    imagesPerSecond: outcome.imagesPerSecond,
+    backend: outcome.backend,
+    peakRssBytes: outcome.peakRssBytes,
+  };
 }
 
 /**
@@ -30,27 +53,11 @@ export async function evaluateCell(store: ObjectStore, cell: Cell): Promise<Stor
   const model = await loadModel(store, cellKeys.final(cell.id));
   try {
     const test = evaluate(model, { images: testSet!.pixels, labels: testSet!.labels, count: testSet!.count });
-    const valTop1History = outcome.history.map((record) => record.valTop1);
     const result: StoredResult = {
-      cellId: cell.id,
-      name: cell.name,
-      arm: cell.arm,
-      kind: cell.kind,
-      n: cell.n,
-      seed: cell.seed,
-      target: cell.target,
-      score: paperScore(valTop1History, cell.training.scoreTopK),
-      valTop1History,
+      ...trainedResult(cell, outcome),
       testTop1: test.top1,
       testTop5: test.top5,
       perClass: Object.fromEntries(testSet!.classes.map((name, index) => [name, test.perClass[index] ?? NaN])),
-      epochs: outcome.epochs,
-      stoppedBy: outcome.stoppedBy,
-      stillImproving: outcome.stillImproving,
-      seconds: outcome.seconds,
-      imagesPerSecond: outcome.imagesPerSecond,
-      backend: outcome.backend,
-      peakRssBytes: outcome.peakRssBytes,
     };
     await putJson(store, cellKeys.result(cell.id), result);
     return result;

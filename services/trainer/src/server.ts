@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { manifestKey } from '@transferlab/data';
-import { type Cell, paperScore } from '@transferlab/experiment';
+import type { Cell } from '@transferlab/experiment';
 import {
   type Bus,
   type CellTrainingRecorder,
@@ -34,7 +34,15 @@ import {
   cellResultToProto,
   progressToProto,
 } from '@transferlab/proto/mappers';
-import { type CellProgress, type TrainingOutcome, cellKeys, getJson, readResult, trainCell } from '@transferlab/runner';
+import {
+  type CellProgress,
+  type TrainingOutcome,
+  cellKeys,
+  getJson,
+  readResult,
+  trainCell,
+  trainedResult,
+} from '@transferlab/runner';
 import { CellEvents, runnerLog, throttleProgress } from './cell-events.ts';
 import { checkpointRefAt, readStoredRun } from './stored-run.ts';
 
@@ -301,7 +309,7 @@ export class Trainer {
     const finalCheckpoint = await checkpointRefAt(this.deps.store, cellKeys.final(cell.id));
     const evaluated = await readResult(this.deps.store, cell.id);
     if (evaluated) return cellResultToProto(evaluated, { finalCheckpoint });
-    return trainedResult(cell, outcome, finalCheckpoint);
+    return trainedResultProto(cell, outcome, finalCheckpoint);
   }
 
   private async getRun(request: GetRunRequest): Promise<GetRunResponse> {
@@ -320,7 +328,7 @@ export class Trainer {
       const evaluated = await readResult(this.deps.store, cellId);
       const result = evaluated
         ? cellResultToProto(evaluated, { finalCheckpoint: stored.finalCheckpoint })
-        : cell && trainedResult(cell, stored.outcome, stored.finalCheckpoint);
+        : cell && trainedResultProto(cell, stored.outcome, stored.finalCheckpoint);
       return {
         run: runMessage({
           cellId,
@@ -385,29 +393,12 @@ function runMessage(run: Partial<RunRecord> & { cellId: string; state: CellState
 }
 
 /** A trained cell's result before evaluation: the score and history, no test metrics yet. */
-function trainedResult(cell: Cell, outcome: TrainingOutcome, finalCheckpoint: CheckpointRef | undefined): CellResult {
-  const valTop1History = outcome.history.map((record) => record.valTop1);
-  return cellResultToProto(
-    {
-      cellId: cell.id,
-      name: cell.name,
-      arm: cell.arm,
-      kind: cell.kind,
-      n: cell.n,
-      seed: cell.seed,
-      target: cell.target,
-      score: paperScore(valTop1History, cell.training.scoreTopK),
-      valTop1History,
-      epochs: outcome.epochs,
-      stoppedBy: outcome.stoppedBy,
-      stillImproving: outcome.stillImproving,
-      seconds: outcome.seconds,
-      imagesPerSecond: outcome.imagesPerSecond,
-      backend: outcome.backend,
-      peakRssBytes: outcome.peakRssBytes,
-    },
-    { finalCheckpoint },
-  );
+function trainedResultProto(
+  cell: Cell,
+  outcome: TrainingOutcome,
+  finalCheckpoint: CheckpointRef | undefined,
+): CellResult {
+  return cellResultToProto(trainedResult(cell, outcome), { finalCheckpoint });
 }
 
 export interface TrainerServer {

@@ -8,3 +8,4 @@ export * from './run-cell.ts';
 export * from './train-cell.ts';
 export * from './transplant-cell.ts';
 export * from './worker-pool.ts';
+export * from './report.ts';

@@ -73,7 +73,7 @@ import {
   sweepStatesFromProto,
   sweepToProto,
 } from './mappers.ts';
-import { type ReportFileName, REPORT_FILES, isReportFileName, renderReport } from './report.ts';
+import { type ReportFileName, REPORT_FILES, isReportFileName, renderReport } from '@transferlab/runner/report';
 
 export const SERVICE_NAME = 'transferlab.v1.SweepService';
 

@@ -39,14 +39,14 @@ export interface RenderedReport {
 }
 
 async function svgToPng(svg: string): Promise<Buffer> {
-  // Twice the SVG's size, as the CLI's report does, so the PNG stays sharp on dense screens.
+  // Drawn at twice the SVG's size so the PNG stays sharp on high-density screens.
   return sharp(Buffer.from(svg), { density: 144 }).png().toBuffer();
 }
 
 /**
- * A sweep's report as files in memory: the same aggregation, figures and HTML as the local
- * `transferlab run` writes (packages/experiment), plus PNG copies of the figures. Only the
- * files asked for are produced (the PNGs are the slow part).
+ * A sweep's report as files in memory: aggregation, figures and HTML from packages/experiment,
+ * plus PNG copies of the figures. The controller's GetReport and the CLI's report folder both
+ * come from here. Only the files asked for are produced (the PNGs are the slow part).
  */
 export async function renderReport(
   inputs: { spec: SweepSpec; results: CellResult[]; extra?: Record<string, string> },

@@ -1,9 +1,15 @@
 import { CIFAR10_CLASSES, CIFAR100_FINE_CLASSES } from './readers/cifar.ts';
 import { FASHION_MNIST_CLASSES, MNIST_CLASSES } from './readers/idx.ts';
 
-export type FetchableDataset = 'cifar10' | 'cifar100' | 'mnist' | 'fashion-mnist';
+export type FetchableDataset = 'cifar10' | 'cifar10-jpg' | 'cifar100' | 'mnist' | 'fashion-mnist';
 
-export const FETCHABLE_DATASETS: readonly FetchableDataset[] = ['cifar10', 'cifar100', 'mnist', 'fashion-mnist'];
+export const FETCHABLE_DATASETS: readonly FetchableDataset[] = [
+  'cifar10',
+  'cifar10-jpg',
+  'cifar100',
+  'mnist',
+  'fashion-mnist',
+];
 
 export type IdxRole = 'trainImages' | 'trainLabels' | 'testImages' | 'testLabels';
 
@@ -12,7 +18,8 @@ export interface CatalogFile {
   name: string;
   /**
    * Base URLs tried in order (each ends with '/'): the publisher's first, then mirrors serving the
-   * same bytes. The pinned sha256 is what makes a mirror trustworthy.
+   * same bytes. The pinned sha256 is what makes a mirror trustworthy. Empty: no address is
+   * known, and a copy must be imported (`data fetch NAME --from FILE`).
    */
   baseUrls: string[];
   /** Pinned sha256 of the publisher's file; undefined means unknown, and fetching it needs an explicit opt-out. */
@@ -26,7 +33,9 @@ export interface CatalogEntry {
   title: string;
   homepage: string;
   /** How the downloaded files become a DatasetSource. */
-  layout: 'cifar10-archive' | 'cifar100-archive' | 'idx';
+  layout: 'cifar10-archive' | 'cifar100-archive' | 'idx' | 'image-folder-archive';
+  /** image-folder-archive: the size every image has, [height, width, channels]. */
+  imageShape?: [number, number, 1 | 3];
   classes: string[];
   files: CatalogFile[];
 }
@@ -73,6 +82,23 @@ export const CATALOG: Readonly<Record<FetchableDataset, CatalogEntry>> = {
         name: 'cifar-10-binary.tar.gz',
         baseUrls: [CIFAR_BASE],
         sha256: 'c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd',
+      },
+    ],
+  },
+  'cifar10-jpg': {
+    name: 'cifar10-jpg',
+    title: 'CIFAR-10, re-encoded as JPEG in class folders (train/<class>/, test/<class>/)',
+    homepage: 'https://www.cs.toronto.edu/~kriz/cifar.html',
+    layout: 'image-folder-archive',
+    imageShape: [32, 32, 3],
+    classes: CIFAR10_CLASSES,
+    files: [
+      {
+        // 19,642,801 bytes. A public mirror's re-encoding (JPEG quality about 75): pixels are
+        // close to, not equal to, the binary release's. No address is pinned here.
+        name: 'cifar10-jpg.tar.gz',
+        baseUrls: [],
+        sha256: 'c39db14690feee235e4f88817d1caff0707fb1d9ac3ad6f76efe99d56eafb5a2',
       },
     ],
   },

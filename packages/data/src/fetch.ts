@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -45,6 +45,11 @@ export interface FetchOptions extends Omit<DownloadOptions, 'sha256'> {
   baseUrl?: string;
   /** Entries that replace the built-in catalog's (tests, private mirrors). */
   catalog?: Partial<Record<FetchableDataset, CatalogEntry>>;
+  /**
+   * A local copy to import instead of downloading: the file itself for a one-file dataset, or a
+   * folder holding the files under their catalog names. Each is checked against its pinned sha256.
+   */
+  from?: string;
 }
 
 /** Failure of one HTTP attempt; `permanent` ones are not retried on the same URL. */
@@ -238,6 +243,32 @@ export async function downloadFile(urls: string[], dest: string, options: Downlo
   throw new DataError(dest, `download failed: ${failures.join('; ')}`);
 }
 
+async function isFolder(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => undefined))?.isDirectory() ?? false;
+}
+
+/**
+ * Copies a local file into the data folder once its sha256 matches the pinned one; the copy
+ * appears under its final name only when complete.
+ */
+async function importFile(source: string, dest: string, sha256: string | undefined): Promise<void> {
+  if (sha256 === undefined)
+    throw new DataError(source, 'no pinned sha256 for this file: refusing to import it unchecked');
+  const actual = await sha256File(source).catch((error: unknown) => {
+    throw new DataError(source, `cannot read the local copy: ${describeError(error)}`);
+  });
+  if (actual !== sha256.toLowerCase()) {
+    throw new DataError(
+      source,
+      `sha256 mismatch: the catalog pins ${sha256}, this file has ${actual}: not the same data`,
+    );
+  }
+  if ((await sizeOf(dest)) !== undefined && (await sha256File(dest)) === actual) return;
+  const part = `${dest}.part`;
+  await copyFile(source, part);
+  await rename(part, dest);
+}
+
 function urlsFor(file: CatalogFile, baseUrl: string | undefined): string[] {
   if (baseUrl !== undefined) return [`${baseUrl.replace(/\/+$/, '')}/${file.name}`];
   return file.baseUrls.map((base) => `${base}${file.name}`);
@@ -262,8 +293,22 @@ export async function fetchDataset(name: FetchableDataset, options: FetchOptions
   const dir = join(options.dir, name);
   await mkdir(dir, { recursive: true });
   for (const file of entry.files) {
-    const { baseUrl: _baseUrl, catalog: _catalog, dir: _dir, ...download } = options;
-    await downloadFile(urlsFor(file, options.baseUrl), join(dir, file.name), {
+    const dest = join(dir, file.name);
+    if (options.from !== undefined) {
+      const source =
+        entry.files.length === 1 && !(await isFolder(options.from)) ? options.from : join(options.from, file.name);
+      await importFile(source, dest, file.sha256);
+      continue;
+    }
+    const urls = urlsFor(file, options.baseUrl);
+    if (urls.length === 0 && (await sizeOf(dest)) === undefined) {
+      throw new DataError(
+        dest,
+        `${name} has no download address: import a copy of ${file.name} with \`transferlab data fetch ${name} --from FILE\``,
+      );
+    }
+    const { baseUrl: _baseUrl, catalog: _catalog, dir: _dir, from: _from, ...download } = options;
+    await downloadFile(urls, dest, {
       ...download,
       ...(file.sha256 === undefined ? {} : { sha256: file.sha256 }),
     });
@@ -280,6 +325,20 @@ export async function fetchDataset(name: FetchableDataset, options: FetchOptions
       return entry.layout === 'cifar10-archive'
         ? { kind: 'cifar10', path: extracted }
         : { kind: 'cifar100', path: extracted, labels: 'fine' };
+    }
+    case 'image-folder-archive': {
+      const archive = entry.files[0];
+      const shape = entry.imageShape;
+      if (archive === undefined || shape === undefined)
+        throw new DataError(dir, `catalog entry ${name} lists no archive or image shape`);
+      return {
+        kind: 'image-folder',
+        path: join(dir, archive.name),
+        train: 'train',
+        test: 'test',
+        imageSize: [shape[0], shape[1]],
+        channels: shape[2],
+      };
     }
     case 'idx': {
       const path = (role: string): string | undefined => {

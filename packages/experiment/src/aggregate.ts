@@ -1,6 +1,7 @@
 import { ALL_ARMS, baseArmOf, otherHalf } from './cells.ts';
 import type { Arm, Cell, CellKind, Half, SweepPlan, TransferMode } from './cells.ts';
-import { paperScore, summarize } from './stats.ts';
+import { lastPhaseStart } from './schedule.ts';
+import { paperScoreOver, recentTrend, summarize } from './stats.ts';
 import type { Summary } from './stats.ts';
 
 /** Why a run ended: validation top-1 stopped improving, the epoch budget ran out, or a wall-clock limit hit. */
@@ -15,8 +16,13 @@ export interface CellResult {
   n?: number;
   seed: number;
   target: Half;
-  /** the paper's score: mean of the scoreTopK best validation top-1 values */
+  /**
+   * The primary score: top-1 of the final net on the target half's held-out test split, which
+   * no decision of the run (stopping, picking an epoch) ever looked at. NaN until evaluated.
+   */
   score: number;
+  /** The paper's secondary score: mean of the scoreTopK best validation top-1 values. */
+  valScore?: number;
   /** validation top-1 after each evaluation, in order */
   valTop1History: number[];
   testTop1?: number;
@@ -45,9 +51,10 @@ export interface ArmPoint extends Summary {
   seeds: number[];
 }
 
-/** A base arm: one value per seed, drawn as a band across every n. */
+/** A base or control arm: one value per seed, drawn as a band across every n. */
 export interface BaseBand extends Summary {
   arm: Arm;
+  kind: 'base' | 'control';
   target: Half;
   seeds: number[];
   /** added only because a transfer arm copies from it */
@@ -87,8 +94,10 @@ export interface CellRow {
   splitId: string;
   implicit: boolean;
   status: 'done' | 'missing';
-  /** the paper's score, recomputed from the history with this sweep's scoreTopK when there is one */
+  /** the primary score (test top-1), once the cell is evaluated */
   score?: number;
+  /** the paper's validation score, recomputed with this sweep's scoreTopK over `Aggregate.scoreEvaluations` */
+  valScore?: number;
   result?: CellResult;
 }
 
@@ -111,6 +120,8 @@ export interface RunSummary {
 }
 
 export interface Aggregate {
+  /** how many evaluations each cell's validation score is taken over: the same for every arm */
+  scoreEvaluations: number;
   targets: Half[];
   layers: number[];
   /** arms with at least one cell in the plan, in ALL_ARMS order */
@@ -135,7 +146,9 @@ export function aggregate(plan: SweepPlan, results: readonly CellResult[]): Aggr
   for (const result of results) if (cellIds.has(result.cellId)) resultById.set(result.cellId, result);
   const strays = results.filter((result) => !cellIds.has(result.cellId));
 
-  const rows = plan.cells.map((cell) => cellRow(cell, resultById.get(cell.id)));
+  // The smallest budget of any cell: every arm's best-k is then picked from as many draws.
+  const scoreEvaluations = Math.min(...plan.cells.map((cell) => cell.training.maxEpochs));
+  const rows = plan.cells.map((cell) => cellRow(cell, resultById.get(cell.id), scoreEvaluations));
   const scored = rows.filter((row): row is CellRow & { score: number } => row.score !== undefined);
 
   const arms = ALL_ARMS.filter((arm) => plan.cells.some((cell) => cell.arm === arm));
@@ -151,11 +164,12 @@ export function aggregate(plan: SweepPlan, results: readonly CellResult[]): Aggr
   );
 
   const bases: BaseBand[] = [];
-  for (const arm of arms.filter((a) => a === 'baseA' || a === 'baseB')) {
+  for (const arm of arms.filter((a) => a.startsWith('base') || a.startsWith('control'))) {
     const cells = plan.cells.filter((cell) => cell.arm === arm);
     const done = bySeed(scored.filter((row) => row.arm === arm));
     bases.push({
       arm,
+      kind: arm.startsWith('base') ? 'base' : 'control',
       target: cells[0]!.target,
       implicit: cells.every((cell) => cell.implicit === true),
       seeds: [...done.keys()],
@@ -187,15 +201,27 @@ export function aggregate(plan: SweepPlan, results: readonly CellResult[]): Aggr
   const decomposition = decompose(scored, { targets, layers, arms });
 
   const warnings = [
+    ...scheduleWarnings(plan),
     ...baseWarnings(plan.cells, resultById),
     ...selfferWarnings(decomposition, scored),
     ...otherWarnings(plan, rows, strays.length),
   ];
 
-  return { targets, layers, arms, bases, points, decomposition, cells: rows, warnings, summary: runSummary(rows) };
+  return {
+    scoreEvaluations,
+    targets,
+    layers,
+    arms,
+    bases,
+    points,
+    decomposition,
+    cells: rows,
+    warnings,
+    summary: runSummary(rows),
+  };
 }
 
-function cellRow(cell: Cell, result: CellResult | undefined): CellRow {
+function cellRow(cell: Cell, result: CellResult | undefined, scoreEvaluations: number): CellRow {
   const row: CellRow = {
     id: cell.id,
     name: cell.name,
@@ -213,9 +239,17 @@ function cellRow(cell: Cell, result: CellResult | undefined): CellRow {
   if (!result) return row;
   // Recomputing from the history keeps results reused from a sweep with another
   // scoreTopK (which does not change cell ids) scored the way this sweep asks.
-  const score =
-    result.valTop1History.length > 0 ? paperScore(result.valTop1History, cell.training.scoreTopK) : result.score;
-  return { ...row, score, result };
+  const valScore =
+    result.valTop1History.length > 0
+      ? paperScoreOver(result.valTop1History, cell.training.scoreTopK, scoreEvaluations)
+      : result.valScore;
+  const score = result.testTop1 ?? result.score;
+  return {
+    ...row,
+    ...(Number.isFinite(score) ? { score } : {}),
+    ...(valScore !== undefined && Number.isFinite(valScore) ? { valScore } : {}),
+    result,
+  };
 }
 
 function bySeed(rows: readonly { seed: number; score: number }[]): Map<number, number> {
@@ -274,21 +308,69 @@ function listNames(names: readonly string[]): string {
   return names.length > NAMES_IN_WARNING ? `${shown} and ${names.length - NAMES_IN_WARNING} more` : shown;
 }
 
+/** The paper trains every net on one schedule; a sweep that does not says so up front. */
+function scheduleWarnings(plan: SweepPlan): string[] {
+  const base = plan.cells.find((cell) => cell.kind === 'base');
+  const other = plan.cells.find((cell) => cell.kind !== 'base');
+  if (!base || !other) return [];
+  const a = base.training;
+  const b = other.training;
+  if (
+    a.maxEpochs === b.maxEpochs &&
+    a.schedule.stepEpochs === b.schedule.stepEpochs &&
+    a.schedule.gamma === b.schedule.gamma
+  )
+    return [];
+  return [
+    `base cells train ${a.maxEpochs} epochs (rate x${a.schedule.gamma} every ${a.schedule.stepEpochs}) but transfer ` +
+      `cells ${b.maxEpochs} (x${b.schedule.gamma} every ${b.schedule.stepEpochs}): arms compared with a base net had ` +
+      'another budget, so a gap between them mixes transfer with training length; remove the base overrides',
+  ];
+}
+
 function baseWarnings(cells: readonly Cell[], results: Map<string, CellResult>): string[] {
   const warnings: string[] = [];
+  const copiedBy = (cell: Cell): string => {
+    const count = cells.filter((other) => other.sourceCellId === cell.id).length;
+    return count > 0 ? `; the ${count} cells that copy from it inherit a net short of its plateau` : '';
+  };
   for (const cell of cells) {
     const result = results.get(cell.id);
-    if (cell.kind !== 'base' || !result?.stillImproving) continue;
-    const how = result.stoppedBy === 'time-limit' ? 'its time limit ended' : 'it stopped';
-    const copiedBy = cells.filter((other) => other.sourceCellId === cell.id).length;
-    const consequence =
-      copiedBy > 0
-        ? `; the ${copiedBy} cells that copy from it give the copied layers a second training budget and may look better against ${cell.arm} than they are`
-        : '';
-    warnings.push(
-      `${cell.name} was still improving when ${how} at epoch ${result.epochs}/${cell.training.maxEpochs}: ` +
-        `raise base.maxEpochs so base nets reach a plateau before their layers are copied${consequence}`,
-    );
+    if (cell.kind !== 'base' || !result) continue;
+    const lastPhase = lastPhaseStart(cell.training.maxEpochs, cell.training.schedule);
+    if (result.epochs <= lastPhase) {
+      warnings.push(
+        `${cell.name} stopped (${result.stoppedBy}) at epoch ${result.epochs}, before its last learning-rate step at ` +
+          `epoch ${lastPhase + 1}${copiedBy(cell)}`,
+      );
+    }
+    const trend = recentTrend(result.valTop1History);
+    if (trend.rising) {
+      warnings.push(
+        `${cell.name} was still improving at its last epoch (${result.epochs}/${cell.training.maxEpochs}): validation ` +
+          `top-1 rose by ${(trend.slope * 100).toFixed(2)} points per epoch over its last ${trend.window} epochs ` +
+          `(95% CI ±${((trend.ci95 ?? 0) * 100).toFixed(2)}); raise the epoch budget${copiedBy(cell)}`,
+      );
+    }
+  }
+  // baseA and baseB of one repeat should have trained equally long.
+  const bySeedEpochs = new Map<number, Map<Half, number>>();
+  for (const cell of cells) {
+    const result = results.get(cell.id);
+    if (cell.kind !== 'base' || !result) continue;
+    const entry = bySeedEpochs.get(cell.seed) ?? new Map<Half, number>();
+    entry.set(cell.target, result.epochs);
+    bySeedEpochs.set(cell.seed, entry);
+  }
+  for (const [seed, epochs] of [...bySeedEpochs.entries()].sort(([x], [y]) => x - y)) {
+    const a = epochs.get('A');
+    const b = epochs.get('B');
+    if (a !== undefined && b !== undefined && a !== b) {
+      warnings.push(
+        `baseA seed=${seed} trained ${a} epochs and baseB seed=${seed} ${b}: transfer from one is compared with ` +
+          'a net trained for another length',
+      );
+    }
   }
   return warnings;
 }
@@ -310,7 +392,7 @@ function selfferWarnings(
       (rs.reduce((s, r) => s + r.score, 0) / rs.length).toFixed(3);
     warnings.push(
       `${row.arms.selffer} n=${row.n} (${avg(selffer)}) beats ${row.arms.base} (${avg(base)}): the copied layers got a ` +
-        `second training budget, so ${row.arms.base} was probably not trained to a plateau; raise base.maxEpochs`,
+        `second training budget, so ${row.arms.base} was probably not trained to a plateau; raise training.maxEpochs`,
     );
   }
   return warnings;
@@ -325,17 +407,23 @@ function otherWarnings(plan: SweepPlan, rows: readonly CellRow[], strays: number
         'means and intervals use the repeats that finished',
     );
   }
-  const improving = rows.filter((row) => row.kind !== 'base' && row.result?.stillImproving);
+  const improving = rows.filter(
+    (row) => row.kind !== 'base' && row.result !== undefined && recentTrend(row.result.valTop1History).rising,
+  );
   if (improving.length > 0) {
     warnings.push(
-      `${improving.length} transfer or random cells were still improving when they stopped ` +
+      `${improving.length} transfer, random or control cells were still improving when they stopped ` +
         `(${listNames(improving.map((row) => row.name))}): raise training.maxEpochs`,
     );
   }
   if (strays > 0) warnings.push(`${strays} results belong to no cell of this sweep and were ignored`);
   const seeds = new Set(plan.cells.map((cell) => cell.seed));
   if (seeds.size === 1 && plan.cells.length > 0) {
-    warnings.push('one repeat per cell: no confidence intervals (set repeats to 2 or more)');
+    warnings.push(
+      'one repeat per cell: no confidence intervals, and every finding is inconclusive (set repeats to 3 or more)',
+    );
+  } else if (seeds.size < 3 && plan.cells.length > 0) {
+    warnings.push(`${seeds.size} repeats: every finding is inconclusive below 3 (set repeats to 3 or more)`);
   }
   return warnings;
 }

@@ -1,7 +1,11 @@
 import type { NetSpec, SweepDataset, SweepSplit, TrainingSpec } from './spec.ts';
 
 export type Half = 'A' | 'B';
-export type CellKind = 'base' | 'transfer' | 'random';
+/**
+ * `control`: the equal-budget control, a base net trained on for a second budget on its own
+ * half (all 8 layers kept, fine-tuned), so that it has had exactly the training of a `+` cell.
+ */
+export type CellKind = 'base' | 'transfer' | 'random' | 'control';
 export type TransferMode = 'frozen' | 'fine-tuned';
 
 /** Figure 2's lines, in the order the paper introduces them (B as target first). */
@@ -18,13 +22,16 @@ export const ALL_ARMS = [
   'BnA+',
   'RnB',
   'RnA',
+  'controlB',
+  'controlA',
 ] as const;
 export type Arm = (typeof ALL_ARMS)[number];
 
 export type ArmInfo =
   | { arm: Arm; kind: 'base'; target: Half }
   | { arm: Arm; kind: 'transfer'; target: Half; source: Half; mode: TransferMode }
-  | { arm: Arm; kind: 'random'; target: Half; mode: 'frozen' };
+  | { arm: Arm; kind: 'random'; target: Half; mode: 'frozen' }
+  | { arm: Arm; kind: 'control'; target: Half; source: Half; mode: 'fine-tuned' };
 
 export function isArm(text: string): text is Arm {
   return (ALL_ARMS as readonly string[]).includes(text);
@@ -35,6 +42,11 @@ export function parseArm(text: string): ArmInfo {
   if (!isArm(text)) throw new Error(`unknown arm '${text}' (expected one of ${ALL_ARMS.join(', ')})`);
   const base = /^base([AB])$/.exec(text);
   if (base) return { arm: text, kind: 'base', target: base[1] as Half };
+  const control = /^control([AB])$/.exec(text);
+  if (control) {
+    const half = control[1] as Half;
+    return { arm: text, kind: 'control', target: half, source: half, mode: 'fine-tuned' };
+  }
   const random = /^Rn([AB])$/.exec(text);
   if (random) return { arm: text, kind: 'random', target: random[1] as Half, mode: 'frozen' };
   const transfer = /^([AB])n([AB])(\+?)$/.exec(text);
@@ -57,6 +69,7 @@ export function armOf(cell: {
 }): Arm {
   let text: string;
   if (cell.kind === 'base') text = `base${cell.target}`;
+  else if (cell.kind === 'control') text = `control${cell.target}`;
   else if (cell.kind === 'random') text = `Rn${cell.target}`;
   else {
     if (!cell.source) throw new Error('armOf: a transfer cell needs a source half');
@@ -97,12 +110,12 @@ export interface Cell {
   seed: number;
   splitId: string;
   target: Half;
-  /** transfer cells: the half whose base net the first n layers come from */
+  /** transfer and control cells: the half whose base net the layers come from */
   source?: Half;
   /** transfer and random cells: how many of the 8 learned layers are copied (or random) */
   n?: number;
   mode?: TransferMode;
-  /** transfer cells: the base cell whose checkpoint is transplanted */
+  /** transfer and control cells: the base cell whose checkpoint is transplanted */
   sourceCellId?: string;
   net: NetSpec;
   /** effective hyper-parameters: for base cells, `training` with `base` applied */

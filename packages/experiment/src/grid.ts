@@ -3,8 +3,11 @@ import { armOf, baseArmOf, cellName, parseArm } from './cells.ts';
 import type { Arm, Cell, CellKind, Half, SplitTask, SweepPlan, TransferMode } from './cells.ts';
 import type { NetSpec, SweepSpec, TrainingSpec } from './spec.ts';
 
-/** Bumped when the meaning of a cell or split changes, so old results are not reused. */
-const ID_VERSION = 1;
+/**
+ * Bumped when the meaning of a cell or split changes, so old results are not reused.
+ * 2: each cell draws its own init, dropout and data-order streams; the primary score is test top-1.
+ */
+const ID_VERSION = 2;
 
 export function splitId(task: Omit<SplitTask, 'id'>): string {
   return contentId({
@@ -75,7 +78,7 @@ export function expandGrid(spec: SweepSpec): SweepPlan {
 
   const requestedBases = new Set(arms.filter((arm) => arm.kind === 'base').map((arm) => arm.target));
   const neededBases = new Set(requestedBases);
-  for (const arm of arms) if (arm.kind === 'transfer') neededBases.add(arm.source);
+  for (const arm of arms) if (arm.kind === 'transfer' || arm.kind === 'control') neededBases.add(arm.source);
   const baseHalves = (['A', 'B'] as const).filter((half) => neededBases.has(half));
 
   const splits = new Map<string, SplitTask>();
@@ -118,6 +121,30 @@ export function expandGrid(spec: SweepSpec): SweepPlan {
     }
     for (const info of arms) {
       if (info.kind === 'base') continue;
+      if (info.kind === 'control') {
+        // The base net's whole training, then a second budget on the transfer cells' schedule:
+        // the same learning-rate history as a `+` cell, with nothing copied from the other half.
+        const sourceCellId = baseIds.get(info.source)!;
+        const identity = {
+          kind: 'control',
+          target: info.target,
+          source: info.source,
+          mode: 'fine-tuned',
+          seed,
+          splitId: split.id,
+          net: spec.net,
+          training: spec.training,
+          sourceCellId,
+        } as const;
+        otherCells.push({
+          id: cellId(identity),
+          name: cellName({ arm: info.arm, seed }),
+          arm: info.arm,
+          ...identity,
+          deps: [sourceCellId],
+        });
+        continue;
+      }
       for (const n of layers) {
         const sourceCellId = info.kind === 'transfer' ? baseIds.get(info.source) : undefined;
         const identity = {

@@ -3,6 +3,8 @@ export * from './canonical.ts';
 export * from './cells.ts';
 export * from './grid.ts';
 export * from './stats.ts';
+export * from './schedule.ts';
 export * from './aggregate.ts';
+export * from './findings.ts';
 export * from './figures.ts';
 export * from './report.ts';

@@ -8,6 +8,9 @@ import { ALL_ARMS } from './cells.ts';
 // default: `trianing:` would otherwise run the whole sweep with default hyper-parameters.
 
 const positiveInt = z.number().int().positive();
+
+/** More repeats than this is a typo, not an experiment: the paper used a handful of splits. */
+export const MAX_REPEATS = 100;
 const filePath = z.string().min(1);
 
 const MnistDataset = z
@@ -57,10 +60,32 @@ const ImageFolderDataset = z
   })
   .describe('an ImageNet-style folder of class folders');
 
-export const DATASET_KINDS = ['mnist', 'idx', 'cifar10', 'cifar100', 'image-folder'] as const;
+/** The datasets `transferlab data fetch` knows, each pinned by sha256 (packages/data's catalog). */
+export const CATALOG_DATASETS = ['cifar10', 'cifar10-jpg', 'cifar100', 'mnist', 'fashion-mnist'] as const;
+
+const CatalogDataset = z
+  .strictObject({
+    kind: z.literal('catalog'),
+    name: z.enum(CATALOG_DATASETS, {
+      error: (issue) =>
+        `unknown catalog dataset ${quote(issue.input)} (expected one of ${CATALOG_DATASETS.join(', ')})`,
+    }),
+  })
+  .describe(
+    'a dataset from the catalog, fetched (or imported from a local copy with `transferlab data fetch NAME --from FILE`) into the data folder and checked against its pinned sha256',
+  );
+
+export const DATASET_KINDS = ['mnist', 'idx', 'cifar10', 'cifar100', 'image-folder', 'catalog'] as const;
 
 const DatasetSchema = z
-  .discriminatedUnion('kind', [MnistDataset, IdxDataset, Cifar10Dataset, Cifar100Dataset, ImageFolderDataset])
+  .discriminatedUnion('kind', [
+    MnistDataset,
+    IdxDataset,
+    Cifar10Dataset,
+    Cifar100Dataset,
+    ImageFolderDataset,
+    CatalogDataset,
+  ])
   .describe('the labelled images; relative paths are kept as written and resolved by the caller');
 
 const ClassRef = z.union([z.string().min(1), z.number().int().nonnegative()], {
@@ -140,6 +165,18 @@ const NetSchema = z
     kind: z.enum(['small', 'caffenet']).default('small').describe('both have 8 learned layers (5 conv + 3 dense)'),
     width: z.number().positive().default(1).describe('multiplier on every layer width'),
     dropout: z.number().min(0).lt(1).default(0.5).describe('dropout rate on the dense layers'),
+    lrn: z
+      .boolean()
+      .optional()
+      .describe(
+        "local response normalisation after conv1 and conv2 (the paper's net); default: on for caffenet, off for small",
+      ),
+    init: z
+      .enum(['he', 'paper'])
+      .default('he')
+      .describe(
+        'he: He-normal kernels, zero biases; paper: Gaussian std 0.01 (0.005 for fc6, fc7), biases 1 on conv2, conv4, conv5, fc6, fc7',
+      ),
   })
   .describe('the architecture, shared by every cell');
 
@@ -169,11 +206,15 @@ const trainingFields = {
   weightDecay: z.number().min(0),
   schedule: ScheduleSchema,
   maxEpochs: positiveInt.describe('the budget: stop after this many epochs'),
-  patience: positiveInt.describe('stop after this many epochs without a new best validation top-1'),
-  minEpochs: positiveInt.describe('never stop for patience before this many epochs'),
+  patience: positiveInt.describe(
+    'early stopping, off unless given: stop after this many epochs without a new best validation top-1, only ever in the last learning-rate phase',
+  ),
+  minEpochs: positiveInt.describe('never stop early before this many epochs'),
   checkpointEveryEpochs: positiveInt.describe('how often a resumable checkpoint is written'),
   augment: AugmentSchema.describe('training-time augmentation, or false'),
-  scoreTopK: positiveInt.describe("the paper's score: mean of the k best validation top-1 values"),
+  scoreTopK: positiveInt.describe(
+    "the paper's secondary score: mean of the k best validation top-1 values (the primary score is test top-1)",
+  ),
 };
 
 export const TRAINING_DEFAULTS = {
@@ -183,7 +224,6 @@ export const TRAINING_DEFAULTS = {
   weightDecay: 0.0005,
   schedule: { stepEpochs: 10, gamma: 0.1 },
   maxEpochs: 10,
-  patience: 3,
   minEpochs: 1,
   checkpointEveryEpochs: 1,
   augment: { crop: 4, mirror: true },
@@ -212,7 +252,7 @@ const TrainingSchema = z
     weightDecay: trainingFields.weightDecay.default(TRAINING_DEFAULTS.weightDecay),
     schedule: trainingFields.schedule.default({ ...TRAINING_DEFAULTS.schedule }),
     maxEpochs: trainingFields.maxEpochs.default(TRAINING_DEFAULTS.maxEpochs),
-    patience: trainingFields.patience.default(TRAINING_DEFAULTS.patience),
+    patience: trainingFields.patience.optional(),
     minEpochs: trainingFields.minEpochs.default(TRAINING_DEFAULTS.minEpochs),
     checkpointEveryEpochs: trainingFields.checkpointEveryEpochs.default(TRAINING_DEFAULTS.checkpointEveryEpochs),
     augment: trainingFields.augment.default({ ...TRAINING_DEFAULTS.augment }),
@@ -224,7 +264,9 @@ const TrainingSchema = z
 const BaseOverridesSchema = z
   .strictObject(trainingFields)
   .partial()
-  .describe('overrides of training for the base cells, which must train to a plateau before their layers are copied');
+  .describe(
+    'overrides of training for the base cells; by default base and transfer cells train on one schedule and budget, as in the paper',
+  );
 
 const LayersSchema = z
   .array(z.number().int().min(1).max(7))
@@ -263,8 +305,11 @@ export const SweepSpecSchema = z
     training: TrainingSchema.prefault({}),
     base: BaseOverridesSchema.default({}),
     layers: LayersSchema.default([1, 2, 3, 4, 5, 6, 7]),
-    arms: ArmsSchema.default(['baseA', 'baseB', 'BnB', 'BnB+', 'AnB', 'AnB+']),
-    repeats: positiveInt.default(1).describe('seeds 1..repeats: each a different random split (kind random) and init'),
+    arms: ArmsSchema.default(['baseA', 'baseB', 'BnB', 'BnB+', 'AnB', 'AnB+', 'controlB']),
+    repeats: positiveInt
+      .max(MAX_REPEATS)
+      .default(3)
+      .describe('seeds 1..repeats: each a different random split (kind random) and independent inits'),
     concurrency: z
       .union([z.literal('auto'), positiveInt], { error: "expected 'auto' or a positive integer" })
       .default('auto')

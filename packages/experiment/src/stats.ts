@@ -61,3 +61,56 @@ export function paperScore(valTop1History: readonly number[], k: number): number
   const best = [...valTop1History].sort((a, b) => b - a).slice(0, Math.max(1, k));
   return mean(best);
 }
+
+/**
+ * The paper's score over the first `evaluations` of a run only, so that every arm's best-k is
+ * picked from the same number of draws (a run evaluated more often has more chances at a lucky
+ * high value).
+ */
+export function paperScoreOver(valTop1History: readonly number[], k: number, evaluations: number): number {
+  return paperScore(valTop1History.slice(0, Math.max(1, evaluations)), k);
+}
+
+export interface Trend {
+  /** least-squares slope per evaluation over the window */
+  slope: number;
+  /** half-width of its 95% CI; null below three points */
+  ci95: number | null;
+  /** how many of the last values were fitted */
+  window: number;
+  /** the slope is positive at one-sided 95% and adds at least `minRise` over the window */
+  rising: boolean;
+}
+
+/** A slope below this over the whole window is noise to a reader, whatever its p-value. */
+export const MIN_RISE = 0.005;
+
+/**
+ * Is a validation curve still rising at its end? A least-squares line through the last
+ * `window` values, and a one-sided t test on its slope: the net "hit the budget" only
+ * tells that training stopped, this tells whether it had finished learning.
+ */
+export function recentTrend(values: readonly number[], window = 5, minRise = MIN_RISE): Trend {
+  const ys = values.slice(-window);
+  const n = ys.length;
+  if (n < 2) return { slope: 0, ci95: null, window: n, rising: false };
+  const xMean = (n - 1) / 2;
+  const yMean = mean(ys);
+  let sxx = 0;
+  let sxy = 0;
+  ys.forEach((y, x) => {
+    sxx += (x - xMean) ** 2;
+    sxy += (x - xMean) * (y - yMean);
+  });
+  const slope = sxy / sxx;
+  if (n < 3) return { slope, ci95: null, window: n, rising: false };
+  let sse = 0;
+  ys.forEach((y, x) => {
+    sse += (y - (yMean + slope * (x - xMean))) ** 2;
+  });
+  const se = Math.sqrt(sse / (n - 2) / sxx);
+  const ci95 = tQuantile(0.95, n - 2) * se;
+  // One-sided 95%: the lower end of a two-sided 90% interval.
+  const lower = slope - tQuantile(0.9, n - 2) * se;
+  return { slope, ci95, window: n, rising: lower > 0 && slope * (n - 1) >= minRise };
+}

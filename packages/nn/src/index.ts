@@ -3,7 +3,7 @@ export * from './checkpoint.ts';
 export * from './evaluate.ts';
 export * from './layers.ts';
 export * from './nets.ts';
-export * from './schedule.ts';
+
 export * from './seeds.ts';
 export * from './train.ts';
 export * from './transplant.ts';

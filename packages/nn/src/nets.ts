@@ -19,14 +19,22 @@ export interface NetSpec {
   dropout?: number;
   /** Local response normalisation after conv1 and conv2. Default: on for caffenet, off for small. */
   lrn?: boolean;
+  /**
+   * he (default): He-normal kernels under a ReLU, Glorot for the logits, zero biases.
+   * paper: CaffeNet's Gaussian kernels (std 0.01; 0.005 for fc6 and fc7) and biases of 1 on
+   * conv2, conv4, conv5, fc6 and fc7, as the paper's nets were initialised.
+   */
+  init?: 'he' | 'paper';
 }
 
 export interface BuildNetOptions {
   /** [height, width, channels]. */
   inputShape: [number, number, number];
   numClasses: number;
-  /** Fixes every initial weight and every dropout mask. */
+  /** Fixes every initial weight (and every dropout mask, unless dropoutSeed is given). */
   seed: number;
+  /** The dropout masks' own stream, so that two nets with the same init need not share masks. */
+  dropoutSeed?: number;
 }
 
 type Padding = 'same' | 'valid';
@@ -124,6 +132,9 @@ function outputSize(size: number, window: number, stride: number, padding: Paddi
 /** Builds a net with freshly initialised weights; the same spec, options and seed give the same net. */
 export function buildNet(spec: NetSpec, options: BuildNetOptions): tfl.LayersModel {
   const { inputShape, numClasses, seed } = options;
+  const dropoutSeed = options.dropoutSeed ?? seed;
+  const init = spec.init ?? 'he';
+  if (init !== 'he' && init !== 'paper') throw new Error(`unknown net init '${String(init)}' (expected he or paper)`);
   const blueprint = spec.kind === 'caffenet' ? CAFFENET : spec.kind === 'small' ? SMALL : undefined;
   if (blueprint === undefined) throw new Error(`unknown net kind '${String(spec.kind)}'`);
   const width = spec.width ?? 1;
@@ -160,8 +171,8 @@ export function buildNet(spec: NetSpec, options: BuildNetOptions): tfl.LayersMod
         strides: stage.stride,
         padding: stage.padding,
         activation: 'relu',
-        kernelInitializer: kernelInitializer(stage.name, seed),
-        biasInitializer: 'zeros',
+        kernelInitializer: kernelInitializer(stage.name, seed, init),
+        biasInitializer: biasInitializer(stage.name, init),
       }),
     );
     if (stage.lrn && lrn) apply(new LocalResponseNormalization({ name: `norm${i + 1}` }));
@@ -186,41 +197,68 @@ export function buildNet(spec: NetSpec, options: BuildNetOptions): tfl.LayersMod
         name,
         units: scaled(units),
         activation: 'relu',
-        kernelInitializer: kernelInitializer(name, seed),
-        biasInitializer: 'zeros',
+        kernelInitializer: kernelInitializer(name, seed, init),
+        biasInitializer: biasInitializer(name, init),
       }),
     );
-    apply(new SeededDropout({ name: drop, rate: dropout, seed: deriveSeed(seed, drop) }));
+    apply(new SeededDropout({ name: drop, rate: dropout, seed: deriveSeed(dropoutSeed, drop) }));
   }
   apply(
     tfl.layers.dense({
       name: 'fc8',
       units: numClasses,
-      kernelInitializer: kernelInitializer('fc8', seed),
-      biasInitializer: 'zeros',
+      kernelInitializer: kernelInitializer('fc8', seed, init),
+      biasInitializer: biasInitializer('fc8', init),
     }),
   );
   return tfl.model({ inputs: input, outputs: x, name: spec.kind });
 }
 
-// He for layers followed by a ReLU, Glorot for the logits. Each layer's seed is derived from the
-// net's seed and the layer's name, so re-initialising one layer reproduces buildNet exactly.
-function kernelInitializer(layer: LearnedLayer, seed: number): ReturnType<typeof tfl.initializers.heNormal> {
+type Initializer = ReturnType<typeof tfl.initializers.heNormal>;
+type NetInit = NonNullable<NetSpec['init']>;
+
+// CaffeNet's train_val: std 0.005 on the two wide dense layers, 0.01 elsewhere; bias 1 where
+// the paper's net has it, so the ReLUs of those layers start open.
+const PAPER_STD: Record<LearnedLayer, number> = {
+  conv1: 0.01,
+  conv2: 0.01,
+  conv3: 0.01,
+  conv4: 0.01,
+  conv5: 0.01,
+  fc6: 0.005,
+  fc7: 0.005,
+  fc8: 0.01,
+};
+const PAPER_BIAS_ONE: ReadonlySet<LearnedLayer> = new Set(['conv2', 'conv4', 'conv5', 'fc6', 'fc7']);
+
+// Each layer's seed is derived from the net's seed and the layer's name, so re-initialising one
+// layer reproduces buildNet exactly. He: He-normal under a ReLU, Glorot for the logits.
+function kernelInitializer(layer: LearnedLayer, seed: number, init: NetInit): Initializer {
   const layerSeed = deriveSeed(seed, layer);
+  if (init === 'paper') return tfl.initializers.randomNormal({ mean: 0, stddev: PAPER_STD[layer], seed: layerSeed });
   return layer === 'fc8'
     ? tfl.initializers.glorotNormal({ seed: layerSeed })
     : tfl.initializers.heNormal({ seed: layerSeed });
 }
 
+function biasInitializer(layer: LearnedLayer, init: NetInit): Initializer {
+  return init === 'paper' && PAPER_BIAS_ONE.has(layer) ? tfl.initializers.ones() : tfl.initializers.zeros();
+}
+
 /** Gives one learned layer the weights buildNet would have given it with `seed`. */
-export function reinitialiseLayer(model: tfl.LayersModel, layer: LearnedLayer, seed: number): void {
+export function reinitialiseLayer(
+  model: tfl.LayersModel,
+  layer: LearnedLayer,
+  seed: number,
+  init: NetInit = 'he',
+): void {
   const target = model.getLayer(layer);
   const [kernel, bias] = target.weights;
   if (kernel === undefined || bias === undefined)
     throw new Error(`layer ${layer} has no kernel and bias to re-initialise`);
   const fresh = [
-    kernelInitializer(layer, seed).apply(kernel.shape as number[], 'float32'),
-    tf.zeros(bias.shape as number[]),
+    kernelInitializer(layer, seed, init).apply(kernel.shape as number[], 'float32'),
+    biasInitializer(layer, init).apply(bias.shape as number[], 'float32'),
   ];
   try {
     target.setWeights(fresh);

@@ -157,7 +157,6 @@ describe('train', () => {
       },
     });
     expect(interrupted.stoppedBy).toBe('interrupted');
-    expect(interrupted.stillImproving).toBe(false);
     expect(interruptedAt?.state).toMatchObject({ epoch: 1, nextBatch: 2, step: 6 });
     const fromMiddle = await modelFromArtifacts(interruptedAt!.model);
     const finished = await train(fromMiddle, data, { ...options, resume: interruptedAt });
@@ -171,9 +170,10 @@ describe('train', () => {
     const model = net(5);
     const before = tf.memory().numTensors;
     const perEpoch: number[] = [];
-    // A zero learning rate never improves on epoch 0.
+    // A zero learning rate never improves on epoch 0; one rate phase lets patience fire at once.
     const result = await train(model, data, {
       ...base,
+      schedule: { stepEpochs: 2, gamma: 1 },
       learningRate: 0,
       maxEpochs: 10,
       patience: 2,
@@ -182,20 +182,32 @@ describe('train', () => {
     expect(result.stoppedBy).toBe('patience');
     expect(result.epochs).toBe(3);
     expect(result.bestEpoch).toBe(0);
-    expect(result.stillImproving).toBe(false);
     expect(new Set(perEpoch).size).toBe(1);
     expect(tf.memory().numTensors).toBe(before);
   });
 
-  test('minEpochs holds off patience; a budget stop within patience of the best is stillImproving', async () => {
+  test('early stopping fires only in the last learning-rate phase, after minEpochs, and is off without patience', async () => {
     const data = syntheticData(32, 16);
-    const held = await train(net(6), data, { ...base, learningRate: 0, maxEpochs: 4, patience: 1, minEpochs: 3 });
+    const flat = { ...base, learningRate: 0 };
+    // Rate drops after epochs 2 and 4 of 6: the last phase starts at epoch 5 (1-based), so a
+    // net that never improves on epoch 1 still trains through every drop.
+    const lastPhase = await train(net(6), data, { ...flat, maxEpochs: 6, patience: 1 });
+    expect(lastPhase.stoppedBy).toBe('patience');
+    expect(lastPhase.epochs).toBe(5);
+
+    const held = await train(net(6), data, {
+      ...flat,
+      schedule: { stepEpochs: 2, gamma: 1 },
+      maxEpochs: 4,
+      patience: 1,
+      minEpochs: 3,
+    });
     expect(held.stoppedBy).toBe('patience');
     expect(held.epochs).toBe(3);
 
-    const budget = await train(net(6), data, { ...base, maxEpochs: 2, patience: 3 });
-    expect(budget.stoppedBy).toBe('budget');
-    expect(budget.stillImproving).toBe(true);
-    expect(budget.imagesPerSecond).toBeGreaterThan(0);
+    const off = await train(net(6), data, { ...flat, maxEpochs: 3 });
+    expect(off.stoppedBy).toBe('budget');
+    expect(off.epochs).toBe(3);
+    expect(off.imagesPerSecond).toBeGreaterThan(0);
   });
 });

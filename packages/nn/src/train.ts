@@ -22,7 +22,7 @@ import {
 import { type LabelledImages, evaluate } from './evaluate.ts';
 import { SeededDropout, setDropoutStep } from './layers.ts';
 import { type InputMean, imagesToTensor, inputShapeOf, numClassesOf } from './nets.ts';
-import { type StepSchedule, learningRateAt } from './schedule.ts';
+import { type StepSchedule, lastPhaseStart, learningRateAt } from '@transferlab/experiment/schedule';
 
 export interface Batch {
   /** count * h * w * c uint8, HWC. */
@@ -56,9 +56,13 @@ export interface TrainOptions {
   weightDecay?: number;
   schedule: StepSchedule;
   maxEpochs: number;
-  /** Stop when validation top-1 has not improved for this many epochs. */
-  patience: number;
-  /** No stop by patience before this many epochs. Default 0. */
+  /**
+   * Early stopping, off when absent: stop when validation top-1 has not improved for this many
+   * epochs. It can only fire in the last learning-rate phase, so that every net sees every rate
+   * step of the schedule (a stop before a rate drop leaves a net short of its plateau).
+   */
+  patience?: number;
+  /** No early stop before this many epochs. Default 0. */
   minEpochs?: number;
   /** Default 0.5, as the data is scaled to [0, 1]. */
   mean?: InputMean;
@@ -82,8 +86,6 @@ export interface TrainResult {
   /** Epochs trained, resumed ones included. */
   epochs: number;
   stoppedBy: StopReason;
-  /** Stopped by the budget while still within `patience` epochs of its best: no plateau reached. */
-  stillImproving: boolean;
   imagesPerSecond: number;
 }
 
@@ -94,11 +96,12 @@ export async function train(model: tfl.LayersModel, data: TrainData, options: Tr
   const minEpochs = options.minEpochs ?? 0;
   const checkpointEveryEpochs = options.checkpointEveryEpochs ?? 1;
   const { maxEpochs, patience, signal } = options;
-  if (!(maxEpochs >= 1) || !(patience >= 1) || minEpochs > maxEpochs) {
+  if (!(maxEpochs >= 1) || (patience !== undefined && !(patience >= 1)) || minEpochs > maxEpochs) {
     throw new Error(
-      `need maxEpochs >= 1, patience >= 1 and minEpochs <= maxEpochs; got ${maxEpochs}, ${patience}, ${minEpochs}`,
+      `need maxEpochs >= 1, patience >= 1 (or none) and minEpochs <= maxEpochs; got ${maxEpochs}, ${patience}, ${minEpochs}`,
     );
   }
+  const earliestStop = Math.max(minEpochs, lastPhaseStart(maxEpochs, options.schedule) + 1);
 
   // Data: the net fixes the image shape and the number of classes.
   const inputShape = inputShapeOf(model);
@@ -135,7 +138,7 @@ export async function train(model: tfl.LayersModel, data: TrainData, options: Tr
     const interrupt = async (): Promise<TrainResult> => {
       clock();
       await checkpoint();
-      return resultOf(state, 'interrupted', patience);
+      return resultOf(state, 'interrupted');
     };
 
     while (state.stoppedBy === undefined) {
@@ -204,7 +207,8 @@ export async function train(model: tfl.LayersModel, data: TrainData, options: Tr
       state.partialEpoch = { lossSum: 0, batches: 0, seconds: 0 };
 
       // Stop by patience (a plateau) before the budget: both may hold at once.
-      if (state.epoch >= minEpochs && epoch - state.bestEpoch >= patience) state.stoppedBy = 'patience';
+      if (patience !== undefined && state.epoch >= earliestStop && epoch - state.bestEpoch >= patience)
+        state.stoppedBy = 'patience';
       else if (state.epoch >= maxEpochs) state.stoppedBy = 'budget';
 
       // Checkpoint.
@@ -214,7 +218,7 @@ export async function train(model: tfl.LayersModel, data: TrainData, options: Tr
       // Log.
       options.onEpoch?.(record);
     }
-    return resultOf(state, state.stoppedBy, patience);
+    return resultOf(state, state.stoppedBy);
   } finally {
     optimizer.dispose();
     // MomentumOptimizer.dispose (tfjs 4.22) forgets the learning-rate scalar its parent keeps.
@@ -328,15 +332,13 @@ function dropoutSeeds(topology: object): Map<string, number> {
   return seeds;
 }
 
-function resultOf(state: TrainState, stoppedBy: StopReason, patience: number): TrainResult {
-  const lastEpoch = state.history.length - 1;
+function resultOf(state: TrainState, stoppedBy: StopReason): TrainResult {
   return {
     history: state.history,
     bestValTop1: state.bestValTop1,
     bestEpoch: state.bestEpoch,
     epochs: state.history.length,
     stoppedBy,
-    stillImproving: stoppedBy === 'budget' && lastEpoch - state.bestEpoch < patience,
     imagesPerSecond: state.trainSeconds > 0 ? state.trainImages / state.trainSeconds : 0,
   };
 }

@@ -31,6 +31,11 @@ export interface TransplantOptions {
    * the target need not be fresh. Without it those layers keep the target's current weights.
    */
   seed?: number;
+  /**
+   * The target learns the source's own task (the equal-budget control): n may then be 8, the
+   * classifier fc8 included. Between halves fc8 means other classes, so it is never copied.
+   */
+  sameTask?: boolean;
 }
 
 const TENSORS = ['kernel', 'bias'] as const;
@@ -53,11 +58,12 @@ export function disposeNamedWeights(weights: NamedWeights): void {
 /** Applies a transplant to `target` in place. `source` may be null in 'random' mode. */
 export function transplant(source: NamedWeights | null, target: tfl.LayersModel, options: TransplantOptions): void {
   const { n, mode, seed } = options;
-  if (n === LEARNED_LAYERS.length) {
+  const maxN = options.sameTask === true && mode === 'fine-tuned' ? LEARNED_LAYERS.length : LEARNED_LAYERS.length - 1;
+  if (n === LEARNED_LAYERS.length && maxN < n) {
     throw new Error(`transplant n=${n} would copy the classifier fc8 too; n must be 0..${LEARNED_LAYERS.length - 1}`);
   }
-  if (!Number.isInteger(n) || n < 0 || n > LEARNED_LAYERS.length - 1) {
-    throw new Error(`transplant n must be an integer 0..${LEARNED_LAYERS.length - 1}, got ${n}`);
+  if (!Number.isInteger(n) || n < 0 || n > maxN) {
+    throw new Error(`transplant n must be an integer 0..${maxN}, got ${n}`);
   }
   if (mode !== 'frozen' && mode !== 'fine-tuned' && mode !== 'random') {
     throw new Error(`transplant mode must be 'frozen', 'fine-tuned' or 'random', got '${String(mode)}'`);

@@ -45,7 +45,7 @@ import {
   type SplitSettings,
 } from './gen/transferlab/v1/split.ts';
 import type { SweepSpec } from './gen/transferlab/v1/sweep.ts';
-import { NetKind, type Net, type Training } from './gen/transferlab/v1/training.ts';
+import { NetInit, NetKind, type Net, type Training } from './gen/transferlab/v1/training.ts';
 
 /** A message (or a field of one) that has no domain meaning; `field` is its proto path. */
 export class MapperError extends Error {
@@ -84,6 +84,8 @@ const ARMS: Record<DomainArm, Arm> = {
   'BnA+': Arm.ARM_BNA_PLUS,
   RnB: Arm.ARM_RNB,
   RnA: Arm.ARM_RNA,
+  controlB: Arm.ARM_CONTROL_B,
+  controlA: Arm.ARM_CONTROL_A,
 };
 const ARMS_BACK = invert(ARMS);
 
@@ -119,6 +121,7 @@ const KINDS: Record<DomainCellKind, CellKind> = {
   base: CellKind.CELL_KIND_BASE,
   transfer: CellKind.CELL_KIND_TRANSFER,
   random: CellKind.CELL_KIND_RANDOM,
+  control: CellKind.CELL_KIND_CONTROL,
 };
 const KINDS_BACK = invert(KINDS);
 
@@ -213,16 +216,28 @@ export function checkpointPrefix(ref: CheckpointRef): string {
 // ---------------------------------------------------------------------------------------
 // Net and training.
 
+const INITS: Record<NetSpec['init'], NetInit> = { he: NetInit.NET_INIT_HE, paper: NetInit.NET_INIT_PAPER };
+const INITS_BACK = invert(INITS);
+
 export function netToProto(net: NetSpec): Net {
-  return { kind: netKindToProto(net.kind), width: net.width, dropout: net.dropout };
+  return {
+    kind: netKindToProto(net.kind),
+    width: net.width,
+    dropout: net.dropout,
+    lrn: net.lrn,
+    init: INITS[net.init],
+  };
 }
 
-/** A cell's net: unset fields take the spec's defaults (small, width 1, dropout 0.5). */
-export function netFromProto(net: Net | undefined): NetSpec {
+/** A cell's net: unset fields take the spec's defaults (small, width 1, dropout 0.5, he init). */
+export function netFromProto(net: Net | undefined, field = 'net'): NetSpec {
+  const init = net?.init ?? NetInit.NET_INIT_UNSPECIFIED;
   return {
     kind: netKindFromProto(net?.kind ?? NetKind.NET_KIND_UNSPECIFIED),
     width: net?.width ?? 1,
     dropout: net?.dropout ?? 0.5,
+    ...(net?.lrn === undefined ? {} : { lrn: net.lrn }),
+    init: init === NetInit.NET_INIT_UNSPECIFIED ? 'he' : fromTable(INITS_BACK, init, `${field}.init`),
   };
 }
 
@@ -475,6 +490,7 @@ export function cellResultToProto(result: ResultRecord, extra: { finalCheckpoint
     seed: result.seed,
     target: halfToProto(result.target),
     score: result.score,
+    valScore: result.valScore,
     valTop1History: [...result.valTop1History],
     testTop1: result.testTop1,
     testTop5: result.testTop5,
@@ -506,6 +522,7 @@ export function cellResultFromProto(result: CellResult): ResultRecord {
     seconds: result.seconds,
   };
   if (result.n !== undefined) domain.n = result.n;
+  if (result.valScore !== undefined) domain.valScore = result.valScore;
   if (result.testTop1 !== undefined) domain.testTop1 = result.testTop1;
   if (result.testTop5 !== undefined) domain.testTop5 = result.testTop5;
   if (Object.keys(result.perClass).length > 0) domain.perClass = { ...result.perClass };
@@ -548,6 +565,8 @@ export function datasetToProto(dataset: SweepDataset): Dataset {
           },
         },
       };
+    case 'catalog':
+      return { kind: { $case: 'catalog', value: { name: dataset.name } } };
     case 'image-folder':
       return {
         kind: {
@@ -576,10 +595,14 @@ function dropUndefined<T extends object>(value: T): T {
  */
 export function datasetFromProto(dataset: Dataset | undefined, field = 'dataset'): SweepDataset {
   const kind = dataset?.kind;
-  if (!kind) throw new MapperError(field, 'is required: set one of mnist, idx, cifar10, cifar100, image_folder');
+  if (!kind)
+    throw new MapperError(field, 'is required: set one of mnist, idx, cifar10, cifar100, image_folder, catalog');
   switch (kind.$case) {
     case 'mnist':
       return { kind: 'mnist' };
+    case 'catalog':
+      // The name is checked by validateSpec, with the list of catalog names in its message.
+      return { kind: 'catalog', name: kind.value.name as Extract<SweepDataset, { kind: 'catalog' }>['name'] };
     case 'idx':
       return dropUndefined({
         kind: 'idx' as const,
@@ -623,6 +646,7 @@ export function datasetFromProto(dataset: Dataset | undefined, field = 'dataset'
 export function datasetPaths(dataset: SweepDataset, field = 'dataset'): { field: string; path: string }[] {
   switch (dataset.kind) {
     case 'mnist':
+    case 'catalog':
       return [];
     case 'idx':
       return [
@@ -756,6 +780,8 @@ export function sweepSpecToProto(spec: SweepSpecInput): SweepSpec {
       kind: spec.net.kind === undefined ? NetKind.NET_KIND_UNSPECIFIED : netKindToProto(spec.net.kind),
       width: spec.net.width,
       dropout: spec.net.dropout,
+      lrn: spec.net.lrn,
+      init: spec.net.init === undefined ? NetInit.NET_INIT_UNSPECIFIED : INITS[spec.net.init],
     },
     training: spec.training && trainingToProto(spec.training as Partial<TrainingSpec>),
     base: spec.base && trainingToProto(spec.base as Partial<TrainingSpec>),
@@ -784,6 +810,9 @@ export function sweepSpecFromProto(spec: SweepSpec): SweepSpecInput {
       kind: spec.net.kind === NetKind.NET_KIND_UNSPECIFIED ? undefined : netKindFromProto(spec.net.kind),
       width: spec.net.width,
       dropout: spec.net.dropout,
+      lrn: spec.net.lrn,
+      init:
+        spec.net.init === NetInit.NET_INIT_UNSPECIFIED ? undefined : fromTable(INITS_BACK, spec.net.init, 'net.init'),
     });
   }
   if (spec.training) input.training = trainingOverridesFromProto(spec.training);

@@ -1,12 +1,13 @@
-import { type LoadedSubset, batchesPerEpoch, deriveSeed, makeBatches, openSplit } from '@transferlab/data';
+import { type LoadedSubset, batchesPerEpoch, makeBatches, openSplit } from '@transferlab/data';
 import type { Cell } from '@transferlab/experiment';
 import type { TrainData } from '@transferlab/nn';
 import type { ObjectStore } from '@transferlab/platform';
+import { cellStreams } from './cell-seeds.ts';
 
 /** A cell's target half as training data: ordered and augmented as a function of (seed, epoch). */
 export function trainData(cell: Cell, trainSet: LoadedSubset, valSet: LoadedSubset): TrainData {
   const { training } = cell;
-  const orderSeed = deriveSeed(cell.seed, 'data-order', cell.id);
+  const orderSeed = cellStreams(cell).order;
   return {
     batches: (epoch, startBatch) =>
       makeBatches(trainSet, {

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Cell, CellResult } from '@transferlab/experiment';
-import { paperScore } from '@transferlab/experiment';
+import { paperScoreOver, recentTrend } from '@transferlab/experiment';
 import { evaluate, loadModel, selectBackend } from '@transferlab/nn';
 import type { ObjectStore } from '@transferlab/platform';
 import { loadSubsets } from './cell-data.ts';
@@ -14,7 +14,10 @@ export async function readResult(store: ObjectStore, cellId: string): Promise<St
   return getJson<StoredResult>(store, cellKeys.result(cellId));
 }
 
-/** A cell's result from its training alone (score, history, timing): no test metrics yet. */
+/**
+ * A cell's result from its training alone (history, timing): no test metrics yet, so its
+ * primary score is NaN until the evaluator sets it.
+ */
 export function trainedResult(cell: Cell, outcome: TrainingOutcome): StoredResult {
   const valTop1History = outcome.history.map((record) => record.valTop1);
   return {
@@ -25,11 +28,12 @@ export function trainedResult(cell: Cell, outcome: TrainingOutcome): StoredResul
     n: cell.n,
     seed: cell.seed,
     target: cell.target,
-    score: paperScore(valTop1History, cell.training.scoreTopK),
+    score: Number.NaN,
+    valScore: paperScoreOver(valTop1History, cell.training.scoreTopK, cell.training.maxEpochs),
     valTop1History,
     epochs: outcome.epochs,
     stoppedBy: outcome.stoppedBy,
-    stillImproving: outcome.stillImproving,
+    stillImproving: recentTrend(valTop1History).rising,
     seconds: outcome.seconds,
     imagesPerSecond: outcome.imagesPerSecond,
     backend: outcome.backend,
@@ -55,8 +59,11 @@ export async function evaluateCell(store: ObjectStore, cell: Cell): Promise<Stor
     const test = evaluate(model, { images: testSet!.pixels, labels: testSet!.labels, count: testSet!.count });
     const result: StoredResult = {
       ...trainedResult(cell, outcome),
+      // The primary score: held-out data that no decision of the run ever looked at.
+      score: test.top1,
       testTop1: test.top1,
-      testTop5: test.top5,
+      // With five classes or fewer every label is in the top 5: the number would say nothing.
+      ...(testSet!.classes.length > 5 ? { testTop5: test.top5 } : {}),
       perClass: Object.fromEntries(testSet!.classes.map((name, index) => [name, test.perClass[index] ?? NaN])),
     };
     await putJson(store, cellKeys.result(cell.id), result);

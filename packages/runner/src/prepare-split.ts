@@ -7,6 +7,8 @@ import {
   type SplitManifest,
   type SplitSpec,
   datasetCacheKey,
+  fetchDataset,
+  isFetchableDataset,
   manifestKey,
   openSplit,
   parseGroupsYaml,
@@ -19,12 +21,28 @@ import {
 import type { SplitTask, SweepDataset } from '@transferlab/experiment';
 import type { ObjectStore } from '@transferlab/platform';
 
-/** The spec's dataset as a reader source, its relative paths resolved against the spec's folder. */
-export function datasetSource(dataset: SweepDataset, specDir: string): DatasetSource {
+/** Where catalog datasets live unless told otherwise: `TRANSFERLAB_DATA_DIR`, else `.transferlab/data`. */
+export function defaultDataDir(): string {
+  return resolve(process.env.TRANSFERLAB_DATA_DIR ?? '.transferlab/data');
+}
+
+/**
+ * The spec's dataset as a reader source, its relative paths resolved against the spec's folder.
+ * A catalog dataset is fetched into `dataDir` first when it is not there yet (each file checked
+ * against its pinned sha256).
+ */
+export async function datasetSource(
+  dataset: SweepDataset,
+  specDir: string,
+  dataDir: string = defaultDataDir(),
+): Promise<DatasetSource> {
   const at = (path: string): string => (isAbsolute(path) ? path : resolve(specDir, path));
   switch (dataset.kind) {
     case 'mnist':
       return { kind: 'mnist' };
+    case 'catalog':
+      if (!isFetchableDataset(dataset.name)) throw new Error(`dataset.name: '${dataset.name}' is not in the catalog`);
+      return fetchDataset(dataset.name, { dir: dataDir });
     case 'idx':
       return {
         kind: 'idx',
@@ -94,6 +112,8 @@ export async function readCachedDataset(
 
 export interface EnsureSplitsOptions {
   specDir: string;
+  /** Where catalog datasets are fetched to; default defaultDataDir(). */
+  dataDir?: string;
   onReading?: (task: SplitTask, progress: { done: number; total: number }) => void;
   onWriting?: (task: SplitTask, progress: { images: number; totalImages: number }) => void;
 }
@@ -115,7 +135,7 @@ export async function ensureSplits(
       manifests.set(task.id, (await openSplit(store, task.id)).manifest);
       continue;
     }
-    const source = datasetSource(task.dataset, options.specDir);
+    const source = await datasetSource(task.dataset, options.specDir, options.dataDir);
     const sourceKey = JSON.stringify(source);
     let dataset = datasets.get(sourceKey);
     if (!dataset) {

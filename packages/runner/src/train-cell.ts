@@ -43,7 +43,6 @@ export interface TrainingOutcome {
   history: EpochRecord[];
   epochs: number;
   stoppedBy: CellResult['stoppedBy'];
-  stillImproving: boolean;
   imagesPerSecond: number;
   seconds: number;
   backend: string;
@@ -144,7 +143,6 @@ export async function trainCell(
       history: result.history,
       epochs: result.epochs,
       stoppedBy: STOP_REASONS[result.stoppedBy],
-      stillImproving: result.stillImproving,
       imagesPerSecond: result.imagesPerSecond,
       seconds: (Date.now() - started) / 1000,
       backend: backend.name,

@@ -12,16 +12,24 @@ import {
 import type { ObjectStore } from '@transferlab/platform';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { cellGeometry } from './cell-data.ts';
+import { cellStreams } from './cell-seeds.ts';
 import { cellKeys } from './cell-store.ts';
 
-/** A fresh net for the cell: its seed fixes every initial weight. */
+/** A fresh net for the cell, drawn from the cell's own init and dropout streams. */
 export async function freshNet(store: ObjectStore, cell: Cell): Promise<tfl.LayersModel> {
   // Every entry point may be the process's first use of TensorFlow.js.
   await selectBackend();
   const { inputShape, classes } = await cellGeometry(store, cell);
+  const streams = cellStreams(cell);
   return buildNet(
-    { kind: cell.net.kind, width: cell.net.width, dropout: cell.net.dropout },
-    { inputShape, numClasses: classes.length, seed: cell.seed },
+    {
+      kind: cell.net.kind,
+      width: cell.net.width,
+      dropout: cell.net.dropout,
+      ...(cell.net.lrn === undefined ? {} : { lrn: cell.net.lrn }),
+      init: cell.net.init,
+    },
+    { inputShape, numClasses: classes.length, seed: streams.init, dropoutSeed: streams.dropout },
   );
 }
 
@@ -29,6 +37,11 @@ export async function freshNet(store: ObjectStore, cell: Cell): Promise<tfl.Laye
 export function applyTransplant(cell: Cell, source: NamedWeights | null, model: tfl.LayersModel): void {
   if (cell.kind === 'random') {
     transplant(null, model, { n: cell.n ?? 0, mode: 'random' });
+    return;
+  }
+  if (cell.kind === 'control') {
+    if (!source) throw new Error(`cell ${cell.name} (${cell.id}) is a control cell without its base net`);
+    transplant(source, model, { n: 8, mode: 'fine-tuned', sameTask: true });
     return;
   }
   if (cell.kind !== 'transfer') return;
@@ -56,7 +69,7 @@ export async function transplantCell(store: ObjectStore, cell: Cell): Promise<{ 
   if (await loadCheckpoint(store, key)) return { key, written: false };
   const model = await freshNet(store, cell);
   try {
-    if (cell.kind === 'transfer') {
+    if (cell.kind === 'transfer' || cell.kind === 'control') {
       const source = await namedWeightsAt(
         store,
         cellKeys.final(cell.sourceCellId ?? ''),
@@ -90,7 +103,7 @@ export async function initialNet(store: ObjectStore, cell: Cell): Promise<tfl.La
       `cell ${cell.name} has no initial net: run the transplant step first`,
     );
     try {
-      applyTransplant(cell, cell.kind === 'transfer' ? initial : null, model);
+      applyTransplant(cell, cell.kind === 'random' ? null : initial, model);
     } finally {
       disposeNamedWeights(initial);
     }

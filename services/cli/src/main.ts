@@ -70,12 +70,17 @@ program
   .command('data')
   .description('datasets')
   .command('fetch')
-  .argument('<name>', 'cifar10 | cifar100 | mnist | fashion-mnist')
-  .option('--dir <dir>', 'where to keep downloads', 'data')
+  .argument('<name>', 'cifar10 | cifar10-jpg | cifar100 | mnist | fashion-mnist')
+  .option(
+    '--dir <dir>',
+    'the data folder, where sweeps with `kind: catalog` datasets look (default: $TRANSFERLAB_DATA_DIR or .transferlab/data)',
+    process.env.TRANSFERLAB_DATA_DIR ?? '.transferlab/data',
+  )
+  .option('--from <path>', 'import this local copy (the file, or a folder of the files) instead of downloading')
   .option('--store <dir>', 'object store folder that receives the shards', DEFAULT_STORE)
   .option('--base-url <url>', 'fetch from this mirror instead of the publisher')
   .option('--insecure-skip-checksum', 'accept files with no pinned sha256 (never a mismatching one)')
-  .description('download a public dataset, verify its pinned sha256, resume partial downloads')
+  .description('download (or import with --from) a catalog dataset, verify its pinned sha256, resume partial downloads')
   .action(async (name: string, options) => {
     const { fetchCommand } = await import('./commands/data.ts');
     process.exitCode = await fetchCommand(name, options);

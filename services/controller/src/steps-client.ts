@@ -99,7 +99,7 @@ export class GrpcCellSteps implements CellSteps {
 
   async transplant(cell: Cell): Promise<void> {
     const sourceCheckpoint =
-      cell.kind === 'transfer' && cell.sourceCellId
+      (cell.kind === 'transfer' || cell.kind === 'control') && cell.sourceCellId
         ? await this.checkpointOf(cellKeys.final(cell.sourceCellId))
         : undefined;
     await callUnary(

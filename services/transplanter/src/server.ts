@@ -47,7 +47,8 @@ export function createServer(deps: TransplanterDeps): TransplanterServiceServer 
       const cell = await storedCell(store, request.cell);
       const n = checkTransplantable(cell);
       await checkSplit(store, cell);
-      if (cell.kind === 'transfer') await checkSource(store, cell, request);
+      const copies = cell.kind === 'transfer' || cell.kind === 'control';
+      if (copies) await checkSource(store, cell, request);
       else if (request.sourceCheckpoint?.key) {
         throw grpcError(
           status.INVALID_ARGUMENT,
@@ -67,7 +68,7 @@ export function createServer(deps: TransplanterDeps): TransplanterServiceServer 
       const layers = LEARNED_LAYERS.slice(0, n);
       return {
         initialCheckpoint: checkpointRef(key, await sha256Of(store, key)),
-        copiedLayers: cell.kind === 'transfer' ? [...layers] : [],
+        copiedLayers: copies ? [...layers] : [],
         frozenLayers: cell.mode === 'fine-tuned' ? [] : [...layers],
       };
     }, log),
@@ -106,6 +107,8 @@ function checkTransplantable(cell: Cell): number {
       `cell.kind: cell ${cell.name} is a base cell: it trains from scratch, there is nothing to transplant`,
     );
   }
+  // The equal-budget control keeps every layer of its base net, the classifier included.
+  if (cell.kind === 'control') return LEARNED_LAYERS.length;
   const n = cell.n;
   if (n === undefined || !Number.isInteger(n) || n < 1 || n > LEARNED_LAYERS.length - 1) {
     throw grpcError(status.INVALID_ARGUMENT, `cell.n: cell ${cell.name} has n=${n}, expected 1..7`);

@@ -17,6 +17,7 @@ export interface FetchCommandOptions {
   store: string;
   baseUrl?: string;
   insecureSkipChecksum?: boolean;
+  from?: string;
 }
 
 /**
@@ -37,6 +38,7 @@ export async function fetchCommand(name: string, options: FetchCommandOptions): 
     dir: resolve(options.dir),
     baseUrl: options.baseUrl,
     insecureSkipChecksum: options.insecureSkipChecksum,
+    ...(options.from === undefined ? {} : { from: resolve(options.from) }),
     onProgress: (p) => {
       if (p.file !== current) {
         if (current) bar.stop();
@@ -52,7 +54,7 @@ export async function fetchCommand(name: string, options: FetchCommandOptions): 
   await writeDatasetCache(store, key, dataset);
   console.log(
     `${name}: ${dataset.classes.length} classes, ${dataset.train.count} train and ${dataset.test?.count ?? 0} test images of ` +
-      `${dataset.shape.join('x')}; shards in ${store.describe(key)}; dataset source for a sweep spec:\n${JSON.stringify(source, null, 2)}`,
+      `${dataset.shape.join('x')}; shards in ${store.describe(key)}; in a sweep spec: dataset: { kind: catalog, name: ${name} }`,
   );
   return 0;
 }

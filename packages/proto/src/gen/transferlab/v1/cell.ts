@@ -38,6 +38,10 @@ export enum Arm {
   ARM_RNB = "ARM_RNB",
   /** ARM_RNA - RnA: first n layers random and frozen; trained on A. */
   ARM_RNA = "ARM_RNA",
+  /** ARM_CONTROL_B - controlB: baseB trained on for a second budget (the equal-budget control of the + arms). */
+  ARM_CONTROL_B = "ARM_CONTROL_B",
+  /** ARM_CONTROL_A - controlA: baseA trained on for a second budget. */
+  ARM_CONTROL_A = "ARM_CONTROL_A",
   UNRECOGNIZED = "UNRECOGNIZED",
 }
 
@@ -82,6 +86,12 @@ export function armFromJSON(object: any): Arm {
     case 12:
     case "ARM_RNA":
       return Arm.ARM_RNA;
+    case 13:
+    case "ARM_CONTROL_B":
+      return Arm.ARM_CONTROL_B;
+    case 14:
+    case "ARM_CONTROL_A":
+      return Arm.ARM_CONTROL_A;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -117,6 +127,10 @@ export function armToJSON(object: Arm): string {
       return "ARM_RNB";
     case Arm.ARM_RNA:
       return "ARM_RNA";
+    case Arm.ARM_CONTROL_B:
+      return "ARM_CONTROL_B";
+    case Arm.ARM_CONTROL_A:
+      return "ARM_CONTROL_A";
     case Arm.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -151,6 +165,10 @@ export function armToNumber(object: Arm): number {
       return 11;
     case Arm.ARM_RNA:
       return 12;
+    case Arm.ARM_CONTROL_B:
+      return 13;
+    case Arm.ARM_CONTROL_A:
+      return 14;
     case Arm.UNRECOGNIZED:
     default:
       return -1;
@@ -167,6 +185,8 @@ export enum CellKind {
   CELL_KIND_TRANSFER = "CELL_KIND_TRANSFER",
   /** CELL_KIND_RANDOM - First n layers left random and frozen. */
   CELL_KIND_RANDOM = "CELL_KIND_RANDOM",
+  /** CELL_KIND_CONTROL - The equal-budget control: every layer of its own half's base net, trained for a second budget. */
+  CELL_KIND_CONTROL = "CELL_KIND_CONTROL",
   UNRECOGNIZED = "UNRECOGNIZED",
 }
 
@@ -184,6 +204,9 @@ export function cellKindFromJSON(object: any): CellKind {
     case 3:
     case "CELL_KIND_RANDOM":
       return CellKind.CELL_KIND_RANDOM;
+    case 4:
+    case "CELL_KIND_CONTROL":
+      return CellKind.CELL_KIND_CONTROL;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -201,6 +224,8 @@ export function cellKindToJSON(object: CellKind): string {
       return "CELL_KIND_TRANSFER";
     case CellKind.CELL_KIND_RANDOM:
       return "CELL_KIND_RANDOM";
+    case CellKind.CELL_KIND_CONTROL:
+      return "CELL_KIND_CONTROL";
     case CellKind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -217,6 +242,8 @@ export function cellKindToNumber(object: CellKind): number {
       return 2;
     case CellKind.CELL_KIND_RANDOM:
       return 3;
+    case CellKind.CELL_KIND_CONTROL:
+      return 4;
     case CellKind.UNRECOGNIZED:
     default:
       return -1;
@@ -645,7 +672,10 @@ export interface CellResult {
   seed: number;
   /** The half the cell was trained and tested on. */
   target: Half;
-  /** The paper's score: the mean of the score_top_k best validation top-1 values. */
+  /**
+   * The primary score: top-1 of the final net on the target half's held-out test split (NaN until
+   * the evaluator has run).
+   */
   score: number;
   /** Validation top-1 after each epoch, in order. */
   valTop1History: number[];
@@ -663,7 +693,7 @@ export interface CellResult {
   epochs: number;
   /** Why training stopped. */
   stoppedBy: StoppedBy;
-  /** Validation top-1 was still rising when training stopped (a base net not at its plateau). */
+  /** Validation top-1 was still rising over the last epochs (a slope test): no plateau reached. */
   stillImproving: boolean;
   /** Compute time of the run in seconds (over all attempts). */
   seconds: number;
@@ -678,7 +708,11 @@ export interface CellResult {
     | CheckpointRef
     | undefined;
   /** Peak resident memory of the process that trained the cell, when measured. */
-  peakRssBytes?: number | undefined;
+  peakRssBytes?:
+    | number
+    | undefined;
+  /** The paper's secondary score: the mean of the score_top_k best validation top-1 values. */
+  valScore?: number | undefined;
 }
 
 export interface CellResult_PerClassEntry {
@@ -1500,6 +1534,7 @@ function createBaseCellResult(): CellResult {
     backend: "",
     finalCheckpoint: undefined,
     peakRssBytes: undefined,
+    valScore: undefined,
   };
 }
 
@@ -1568,6 +1603,9 @@ export const CellResult: MessageFns<CellResult> = {
     }
     if (message.peakRssBytes !== undefined) {
       writer.uint32(160).uint64(message.peakRssBytes);
+    }
+    if (message.valScore !== undefined) {
+      writer.uint32(169).double(message.valScore);
     }
     return writer;
   },
@@ -1758,6 +1796,14 @@ export const CellResult: MessageFns<CellResult> = {
             message.peakRssBytes = longToNumber(reader.uint64());
             continue;
           }
+          case 21: {
+            if (tag !== 169) {
+              break;
+            }
+
+            message.valScore = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1854,6 +1900,11 @@ export const CellResult: MessageFns<CellResult> = {
         : isSet(object.peak_rss_bytes)
         ? globalThis.Number(object.peak_rss_bytes)
         : undefined,
+      valScore: isSet(object.valScore)
+        ? globalThis.Number(object.valScore)
+        : isSet(object.val_score)
+        ? globalThis.Number(object.val_score)
+        : undefined,
     };
   },
 
@@ -1925,6 +1976,9 @@ export const CellResult: MessageFns<CellResult> = {
     if (message.peakRssBytes !== undefined) {
       obj.peakRssBytes = Math.round(message.peakRssBytes);
     }
+    if (message.valScore !== undefined) {
+      obj.valScore = floatToJson(message.valScore);
+    }
     return obj;
   },
 
@@ -1963,6 +2017,7 @@ export const CellResult: MessageFns<CellResult> = {
       ? CheckpointRef.fromPartial(object.finalCheckpoint)
       : undefined;
     message.peakRssBytes = object.peakRssBytes ?? undefined;
+    message.valScore = object.valScore ?? undefined;
     return message;
   },
 };

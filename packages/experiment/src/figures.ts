@@ -10,11 +10,12 @@ const X_TITLE = 'Layer n at which network is chopped and retrained';
 const PANEL_WIDTH = 360;
 const PANEL_HEIGHT = 280;
 
-type Role = 'base' | 'selffer' | 'selffer+' | 'transfer' | 'transfer+' | 'random';
+type Role = 'base' | 'control' | 'selffer' | 'selffer+' | 'transfer' | 'transfer+' | 'random';
 
 // The paper's palette: base white-ish, selffers blue, transfers red, fine-tuned lighter.
 const ROLE_STYLE: Record<Role, { color: string; shape: string }> = {
   base: { color: '#555555', shape: 'circle' },
+  control: { color: '#7b3294', shape: 'triangle-up' },
   selffer: { color: '#1c3f95', shape: 'circle' },
   'selffer+': { color: '#74a9e8', shape: 'circle' },
   transfer: { color: '#b2182b', shape: 'diamond' },
@@ -24,6 +25,7 @@ const ROLE_STYLE: Record<Role, { color: string; shape: string }> = {
 
 function roleOf(arm: Arm): Role {
   if (arm.startsWith('base')) return 'base';
+  if (arm.startsWith('control')) return 'control';
   if (arm.startsWith('R')) return 'random';
   const selffer = arm[0] === arm[2];
   const fineTuned = arm.endsWith('+');
@@ -122,7 +124,7 @@ function figure2Panel(aggregate: Aggregate, target: Half): object | null {
     scale: { domain: [-0.4, MAX_N + 0.4], nice: false },
     axis: { values: Array.from({ length: MAX_N + 1 }, (_, i) => i), format: 'd', grid: false },
   };
-  const y = { field: 'y', type: 'quantitative', title: 'Top-1 accuracy (higher is better)', scale: { zero: false } };
+  const y = { field: 'y', type: 'quantitative', title: 'Test top-1 (higher is better)', scale: { zero: false } };
   // The legend would otherwise copy the faint per-run markers' opacity.
   const legend = { symbolOpacity: 1, labelLimit: 0 };
   const color = { field: 'arm', type: 'nominal', title: 'Arm', scale: scales.color, legend };
@@ -140,18 +142,18 @@ function figure2Panel(aggregate: Aggregate, target: Half): object | null {
     layer: [
       {
         transform: [{ filter: "datum.layer === 'band'" }],
-        mark: { type: 'area', opacity: 0.18, color: ROLE_STYLE.base.color },
+        mark: { type: 'area', opacity: 0.15 },
         encoding: {
           x: { ...x, field: 'n' },
           y: { field: 'lo', type: 'quantitative', title: y.title },
           y2: { field: 'hi' },
-          detail: { field: 'arm' },
+          color,
         },
       },
       {
         transform: [{ filter: "datum.layer === 'band'" }],
-        mark: { type: 'line', strokeDash: [4, 3], strokeWidth: 1, color: ROLE_STYLE.base.color },
-        encoding: { x: { ...x, field: 'n' }, y, detail: { field: 'arm' } },
+        mark: { type: 'line', strokeDash: [4, 3], strokeWidth: 1 },
+        encoding: { x: { ...x, field: 'n' }, y, color },
       },
       {
         transform: [{ filter: "datum.layer === 'seed'" }],
@@ -180,10 +182,12 @@ function figure2Panel(aggregate: Aggregate, target: Half): object | null {
 export function figure2Spec(aggregate: Aggregate): TopLevelSpec {
   return framed(
     {
-      text: 'Figure 2: top-1 accuracy of transferred networks against n',
+      text: 'Figure 2: test top-1 against n',
+      // Short lines: the title's width sets the canvas's, and a long line leaves it half empty.
       subtitle: [
-        'Lines connect the means over repeats; bars are 95% confidence intervals; faint markers are single runs.',
-        'The base net sits above n = 0; its band (mean ± 95% CI, or min–max over seeds) is drawn across every n.',
+        'Means over repeats, 95% CI bars; faint markers: single runs.',
+        'Base net and equal-budget control sit above n = 0,',
+        'their bands (mean ± 95% CI) drawn across every n.',
       ],
     },
     aggregate.targets.map((target) => figure2Panel(aggregate, target)).filter((panel) => panel !== null),
@@ -289,8 +293,12 @@ export function figure3Spec(aggregate: Aggregate): TopLevelSpec {
   const panels = aggregate.targets.map((target) => figure3Panel(aggregate, target)).filter((panel) => panel !== null);
   return framed(
     {
-      text: 'Figure 3: the drop in performance split into fragile co-adaptation and representation specificity',
-      subtitle: 'Differences paired by seed, then averaged; the line is the boost from transfer + fine-tuning.',
+      text: 'Figure 3: where the performance goes',
+      subtitle: [
+        'The drop split into fragile co-adaptation and specificity,',
+        'and the boost of transfer + fine-tuning (test top-1),',
+        'differences paired by seed, then averaged.',
+      ],
     },
     panels,
   );

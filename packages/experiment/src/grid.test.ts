@@ -28,6 +28,13 @@ describe('arms', () => {
     expect(parseArm('BnB')).toEqual({ arm: 'BnB', kind: 'transfer', source: 'B', target: 'B', mode: 'frozen' });
     expect(parseArm('baseA')).toEqual({ arm: 'baseA', kind: 'base', target: 'A' });
     expect(parseArm('RnA')).toEqual({ arm: 'RnA', kind: 'random', target: 'A', mode: 'frozen' });
+    expect(parseArm('controlB')).toEqual({
+      arm: 'controlB',
+      kind: 'control',
+      source: 'B',
+      target: 'B',
+      mode: 'fine-tuned',
+    });
     expect(() => parseArm('AnC')).toThrow("unknown arm 'AnC'");
     for (const arm of ALL_ARMS) expect(armOf(parseArm(arm))).toBe(arm);
   });
@@ -53,7 +60,7 @@ describe('expandGrid', () => {
     expect(p.cells.slice(firstTransfer).every((cell) => cell.kind !== 'base')).toBe(true);
     const byId = new Map(p.cells.map((cell) => [cell.id, cell]));
     for (const cell of p.cells) {
-      if (cell.kind === 'transfer') {
+      if (cell.kind === 'transfer' || cell.kind === 'control') {
         const source = byId.get(cell.sourceCellId!)!;
         expect(cell.deps).toEqual([source.id]);
         expect(source).toMatchObject({ kind: 'base', target: cell.source, seed: cell.seed, splitId: cell.splitId });
@@ -67,8 +74,14 @@ describe('expandGrid', () => {
       n: 2,
       mode: 'frozen',
     });
-    // 2 base + 10 non-base arms x 7 n, per seed
-    expect(p.cells).toHaveLength(3 * (2 + 10 * 7));
+    expect(p.cells.find((cell) => cell.name === 'controlA seed=3')).toMatchObject({
+      kind: 'control',
+      source: 'A',
+      target: 'A',
+      mode: 'fine-tuned',
+    });
+    // 2 base + 10 arms x 7 n + 2 controls, per seed
+    expect(p.cells).toHaveLength(3 * (2 + 10 * 7 + 2));
   });
 
   it('draws one random split per seed, and shares named groups across seeds', () => {
@@ -81,11 +94,13 @@ describe('expandGrid', () => {
   });
 
   it('adds the base cells transfer arms copy from, flagged implicit', () => {
-    const p = plan({ arms: ['AnB', 'RnB'], layers: [2] });
+    const p = plan({ arms: ['AnB', 'RnB', 'controlB'], layers: [2], repeats: 1 });
     expect(p.cells.map((cell) => [cell.name, cell.implicit ?? false])).toEqual([
       ['baseA seed=1', true],
+      ['baseB seed=1', true],
       ['AnB n=2 seed=1', false],
       ['RnB n=2 seed=1', false],
+      ['controlB seed=1', false],
     ]);
     expect(demo().cells.some((cell) => cell.implicit)).toBe(false);
   });
@@ -94,7 +109,6 @@ describe('expandGrid', () => {
     const p = demo();
     expect(p.cells.find((cell) => cell.arm === 'baseB')!.training).toMatchObject({
       maxEpochs: 30,
-      patience: 3,
       learningRate: 0.01,
     });
     expect(p.cells.find((cell) => cell.arm === 'AnB')!.training.maxEpochs).toBe(10);
@@ -103,8 +117,8 @@ describe('expandGrid', () => {
   it('keeps ids stable', () => {
     const p = demo();
     // Pinned: if this changes, every stored result is orphaned. Bump ID_VERSION on purpose, not by accident.
-    expect(p.splits[0]!.id).toBe('8abac95370b6934fa249');
-    expect(p.cells.find((cell) => cell.name === 'AnB+ n=3 seed=1')!.id).toBe('5fb2723b0379aabd62fb');
+    expect(p.splits[0]!.id).toBe('bdc1d42fd38829e53c6b');
+    expect(p.cells.find((cell) => cell.name === 'AnB+ n=3 seed=1')!.id).toBe('a49b6f134efd349b7e4b');
     expect(p.cells.every((cell) => /^[0-9a-f]{20}$/.test(cell.id))).toBe(true);
     expect(new Set(p.cells.map((cell) => cell.id)).size).toBe(p.cells.length);
   });

@@ -12,7 +12,7 @@ const plan = expandGrid(spec);
 describe('buildReport', async () => {
   const results = syntheticResults(plan, {
     skip: (cell) => cell.name === 'AnB n=7 seed=2',
-    stillImproving: (cell) => cell.name === 'baseB seed=1',
+    history: (cell) => (cell.name === 'baseB seed=1' ? [0.3, 0.4, 0.5, 0.6, 0.7, 0.8] : []),
   });
   const figures = await renderFigures(aggregate(plan, results));
   const hostile = '<script>alert(1)</script>';
@@ -36,6 +36,16 @@ describe('buildReport', async () => {
     expect(html).toContain('1 of 60 cells have no result yet: AnB n=7 seed=2');
     expect(html).toContain('fragile co-adaptation (baseB − BnB)');
     expect(html).toContain('AnB+ n=3 seed=2');
+    // Which score every number is, said once at the top.
+    expect(html).toContain('test top-1: the accuracy of each cell');
+    // The findings come before the figures, each with a verdict; two repeats give no verdict.
+    const findings = html.indexOf('<h2>Findings</h2>');
+    expect(findings).toBeGreaterThan(warnings);
+    expect(findings).toBeLessThan(html.indexOf('<h2>Figure 2</h2>'));
+    expect(html).toContain('<span class="maybe">inconclusive</span>');
+    expect(html).not.toContain('<span class="yes">replicates</span>');
+    expect(html).toContain('<h2>Table 1: comparisons</h2>');
+    expect(html).toContain('<b>AnB+ − baseB</b>');
   });
 
   it('escapes every piece of text', () => {
@@ -57,14 +67,14 @@ describe('buildReport', async () => {
   it('writes one CSV row per cell and per arm and n', () => {
     const cells = report.cellsCsv.trimEnd().split('\n');
     expect(cells[0]).toBe(
-      'cell_id,name,arm,kind,target,source,n,mode,seed,split_id,implicit,status,score,test_top1,test_top5,epochs,stopped_by,still_improving,seconds,images_per_second,backend',
+      'cell_id,name,arm,kind,target,source,n,mode,seed,split_id,implicit,status,score,val_score,test_top1,test_top5,epochs,stopped_by,still_improving,seconds,images_per_second,backend',
     );
     expect(cells).toHaveLength(1 + plan.cells.length);
     expect(cells.find((line) => line.includes(',AnB n=7 seed=2,'))).toContain(',missing,');
     const arms = report.armsCsv.trimEnd().split('\n');
     // 2 base arms + 4 transfer arms x 7 n
     expect(arms).toHaveLength(1 + 2 + 4 * 7);
-    expect(arms[1]).toMatch(/^baseA,base,A,,,,/);
+    expect(arms[1]).toMatch(/^baseA,base,A,,,,test_top1,/);
   });
 
   it('writes JSON with the aggregate, the spec and no NaN', () => {
@@ -73,5 +83,9 @@ describe('buildReport', async () => {
     expect((json.cells as unknown[]).length).toBe(plan.cells.length);
     expect((json.spec as { name: string }).name).toBe('demo-mnist');
     expect(report.json).not.toContain('NaN');
+    expect(json.scores).toMatchObject({ primary: expect.stringMatching(/^test top-1/) as unknown });
+    const findings = json.findings as { id: string; verdict: string }[];
+    expect(findings.find((f) => f.id === 'specificity')).toMatchObject({ verdict: 'inconclusive' });
+    expect(findings.find((f) => f.id === 'fine-tuning-recovers')).toMatchObject({ verdict: 'not measured' });
   });
 });

@@ -1,5 +1,7 @@
 import { aggregate } from './aggregate.ts';
 import type { Aggregate, CellResult, CellRow, PairedSummary } from './aggregate.ts';
+import { MIN_REPEATS, RECOVERY_MARGIN, describe as describeComparison, findings, table1 } from './findings.ts';
+import type { Comparison, Finding, FindingsOptions } from './findings.ts';
 import type { Half, SweepPlan } from './cells.ts';
 import type { SweepSpec } from './spec.ts';
 import type { Summary } from './stats.ts';
@@ -11,6 +13,8 @@ export interface ReportOptions {
   figures: { figure2: string; figure3: string };
   /** free-form facts for the header (host, commit, command line) */
   extra?: Record<string, string>;
+  /** what the findings compare this sweep with (the random split, for a dissimilar one) */
+  findings?: FindingsOptions;
 }
 
 export interface Report {
@@ -20,31 +24,67 @@ export interface Report {
   html: string;
 }
 
-/** Bumped when the JSON report changes shape. */
-const REPORT_VERSION = 1;
+/** Bumped when the JSON report changes shape. 2: test top-1 as the score, findings, comparisons. */
+const REPORT_VERSION = 2;
+
+/** What every number in a report is, said once and printed with it. */
+export function scoreDefinitions(
+  agg: Pick<Aggregate, 'scoreEvaluations'>,
+  spec: SweepSpec,
+): { primary: string; secondary: string } {
+  const test =
+    spec.split.testPerClass === undefined
+      ? 'every test image'
+      : `up to ${spec.split.testPerClass} test images per class`;
+  return {
+    primary: `test top-1: the accuracy of each cell's final net on its target half's held-out test split (${test}), which no decision of the run looked at`,
+    secondary: `validation score: the mean of the ${spec.training.scoreTopK} best validation top-1 values among each cell's first ${agg.scoreEvaluations} epochs (the paper's score; the validation split also drives early stopping when it is on)`,
+  };
+}
+
+/** The report's findings and Table 1 comparisons, for every target half. */
+export interface Verdicts {
+  findings: Finding[];
+  comparisons: Comparison[];
+}
+
+export function verdicts(agg: Aggregate, options: FindingsOptions = {}): Verdicts {
+  return { findings: findings(agg, options), comparisons: agg.targets.flatMap((target) => table1(agg, target)) };
+}
 
 export function buildReport(plan: SweepPlan, results: readonly CellResult[], options: ReportOptions): Report {
   const agg = aggregate(plan, results);
+  const judged = verdicts(agg, options.findings);
   return {
-    json: reportJson(agg, options),
+    json: reportJson(agg, judged, options),
     cellsCsv: cellsCsv(agg),
     armsCsv: armsCsv(agg),
-    html: reportHtml(agg, options),
+    html: reportHtml(agg, judged, options),
   };
+}
+
+/** The findings as plain lines, for a terminal at the end of a run. */
+export function findingsText(judged: Verdicts): string[] {
+  return judged.findings
+    .filter((f) => f.verdict !== 'not measured')
+    .map((f) => `${f.verdict.toUpperCase()}: ${f.claim} — ${f.reason}`);
 }
 
 // ---------------------------------------------------------------------------------------
 // JSON and CSV
 
-function reportJson(agg: Aggregate, options: ReportOptions): string {
+function reportJson(agg: Aggregate, judged: Verdicts, options: ReportOptions): string {
   const body = {
     report: 'transferlab',
     version: REPORT_VERSION,
     name: options.spec.name,
     generatedAt: options.generatedAt,
     extra: options.extra ?? {},
+    scores: scoreDefinitions(agg, options.spec),
     summary: agg.summary,
     warnings: agg.warnings,
+    findings: judged.findings,
+    comparisons: judged.comparisons,
     targets: agg.targets,
     layers: agg.layers,
     arms: agg.arms,
@@ -84,6 +124,7 @@ function cellsCsv(agg: Aggregate): string {
     'implicit',
     'status',
     'score',
+    'val_score',
     'test_top1',
     'test_top5',
     'epochs',
@@ -107,6 +148,7 @@ function cellsCsv(agg: Aggregate): string {
     row.implicit,
     row.status,
     row.score,
+    row.valScore,
     row.result?.testTop1,
     row.result?.testTop5,
     row.result?.epochs,
@@ -127,6 +169,7 @@ function armsCsv(agg: Aggregate): string {
     'source',
     'mode',
     'n',
+    'score',
     'mean',
     'ci95',
     'sd',
@@ -139,11 +182,12 @@ function armsCsv(agg: Aggregate): string {
   const rows: unknown[][] = [
     ...agg.bases.map((b) => [
       b.arm,
-      'base',
+      b.kind,
       b.target,
       '',
       '',
       '',
+      'test_top1',
       b.mean,
       b.ci95,
       b.sd,
@@ -160,6 +204,7 @@ function armsCsv(agg: Aggregate): string {
       p.source,
       p.mode,
       p.n,
+      'test_top1',
       p.mean,
       p.ci95,
       p.sd,
@@ -268,12 +313,46 @@ function decompositionTable(agg: Aggregate, target: Half): string {
   )}`;
 }
 
+const VERDICT_CLASS: Record<Finding['verdict'], string> = {
+  replicates: 'yes',
+  'does not replicate': 'no',
+  inconclusive: 'maybe',
+  'not measured': 'count',
+};
+
+function findingsTable(judged: Verdicts): string {
+  const rows = judged.findings.map((f) => [
+    esc(f.target),
+    esc(f.claim),
+    f.estimates.length === 0 ? '–' : f.estimates.map((c) => esc(describeComparison(c))).join('<br>'),
+    `<span class="${VERDICT_CLASS[f.verdict]}">${esc(f.verdict)}</span>`,
+    esc(f.reason.split('. ')[0] ?? ''),
+  ]);
+  return table(['target', "the paper's finding", 'estimate (test top-1, points)', 'verdict', 'why'], rows);
+}
+
+function comparisonsTable(judged: Verdicts): string {
+  if (judged.comparisons.length === 0) return '<p>The sweep lacks the arms for these comparisons.</p>';
+  const rows = judged.comparisons.map((c) => {
+    const s = c.summary;
+    return [
+      esc(c.target),
+      `<b>${esc(c.label)}</b>`,
+      c.layers.length === 0 ? '–' : esc(c.layers.join(', ')),
+      s ? meanCi({ mean: s.mean * 100, ci95: s.ci95 === null ? null : s.ci95 * 100, count: s.count }, true) : '–',
+    ];
+  });
+  return table(['target', 'difference', 'averaged over n', 'mean ± 95% CI (points of test top-1)'], rows, {
+    className: 'num',
+  });
+}
+
 function cellTable(rows: readonly CellRow[]): string {
   const header = [
     'cell',
     'status',
-    'score',
     'test top-1',
+    'val score',
     'test top-5',
     'epochs',
     'stopped by',
@@ -291,7 +370,7 @@ function cellTable(rows: readonly CellRow[]): string {
         `${esc(row.name)}${row.implicit ? ' <span class="count">(implicit)</span>' : ''}`,
         row.status === 'done' ? 'done' : '<span class="missing">missing</span>',
         fmt(row.score),
-        fmt(r?.testTop1),
+        fmt(row.valScore),
         fmt(r?.testTop5),
         r ? esc(String(r.epochs)) : '–',
         r ? esc(r.stoppedBy) : '–',
@@ -318,11 +397,13 @@ th { background: #f4f4f4; }
 table.num td:not(:first-child) { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 table.cells td { font-variant-numeric: tabular-nums; white-space: nowrap; }
 .count { color: #888; font-size: 0.85em; } .missing { color: #b2182b; } .warn { color: #b26b00; font-weight: 600; }
+.yes { color: #1a7f37; font-weight: 600; } .no { color: #b2182b; font-weight: 600; } .maybe { color: #b26b00; font-weight: 600; }
 figure { margin: 1rem 0; overflow-x: auto; } svg, figure img { max-width: none; }
 pre { background: #f7f7f7; padding: 0.8rem; overflow-x: auto; }
 `;
 
-function reportHtml(agg: Aggregate, options: ReportOptions): string {
+function reportHtml(agg: Aggregate, judged: Verdicts, options: ReportOptions): string {
+  const scores = scoreDefinitions(agg, options.spec);
   const { summary } = agg;
   const backendRows = summary.backends.map((b) => [
     esc(b.backend),
@@ -350,12 +431,26 @@ function reportHtml(agg: Aggregate, options: ReportOptions): string {
 <p class="meta">transferlab report, generated ${esc(options.generatedAt)}.
 ${summary.finished} of ${summary.cells} cells finished; seeds ${esc(summary.seeds.join(', ') || '–')};
 ${esc(String(options.spec.dataset.kind))} dataset, ${esc(options.spec.net.kind)} net (width ${esc(String(options.spec.net.width))});
-compute time ${duration(summary.seconds)}. Scores are the mean of the ${esc(String(options.spec.training.scoreTopK))} best validation top-1 values of a run, as in Yosinski et al. (2014).</p>
+compute time ${duration(summary.seconds)}.</p>
+<p class="meta">Every accuracy below is the primary score, ${esc(scores.primary)}, unless it says otherwise.
+The secondary score (cells table only) is the ${esc(scores.secondary)}.</p>
 ${backendRows.length > 0 ? table(['backend', 'cells', 'compute time', 'mean images/s'], backendRows, { className: 'num' }) : ''}
 ${extra.length > 0 ? table(['', ''], extra) : ''}
 
 <h2>Warnings</h2>
 ${warnings}
+
+<h2>Findings</h2>
+<p class="meta">Each of the paper's findings, estimated from differences paired by repeat (mean and 95% Student t interval over repeats).
+Verdicts: <b>replicates</b> when every interval lies on the paper's side; <b>does not replicate</b> when one lies on the other side;
+<b>inconclusive</b> when an interval spans the line between them, or with fewer than ${MIN_REPEATS} repeats. "Fine-tuning recovers"
+allows ${RECOVERY_MARGIN * 100} point below the control.</p>
+${findingsTable(judged)}
+
+<h2>Table 1: comparisons</h2>
+<p class="meta">As the paper's Table 1: each difference averaged over the layers n of the sweep, per repeat, then mean ± 95% CI over repeats. The
+control is the base net trained on for a second budget, as long as a fine-tuned (+) cell's whole training.</p>
+${comparisonsTable(judged)}
 
 <h2>Figure 2</h2>
 <figure>${figureHtml(options.figures.figure2, 'Figure 2')}</figure>
@@ -363,7 +458,7 @@ ${warnings}
 <h2>Figure 3</h2>
 <figure>${figureHtml(options.figures.figure3, 'Figure 3')}</figure>
 
-<h2>Top-1 score per arm and n</h2>
+<h2>Test top-1 per arm and n</h2>
 <p class="meta">Mean ± half-width of the 95% confidence interval over repeats (Student t); the number of repeats in brackets.</p>
 ${agg.targets.map((target) => armTable(agg, target)).join('\n')}
 

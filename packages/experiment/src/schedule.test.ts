@@ -1,5 +1,5 @@
 import { expect, test } from 'vitest';
-import { learningRateAt } from './schedule.ts';
+import { lastPhaseStart, learningRateAt } from './schedule.ts';
 
 test('the step schedule multiplies by gamma every stepEpochs epochs', () => {
   const schedule = { stepEpochs: 3, gamma: 0.1 };
@@ -12,4 +12,13 @@ test('the step schedule multiplies by gamma every stepEpochs epochs', () => {
     0.01 * 0.1 ** 2,
   ]);
   expect(() => learningRateAt(0, 0.01, { stepEpochs: 0, gamma: 0.1 })).toThrow(/stepEpochs/);
+});
+
+test('the last rate phase starts at the last step boundary inside the budget', () => {
+  expect(lastPhaseStart(10, { stepEpochs: 4, gamma: 0.1 })).toBe(8);
+  expect(lastPhaseStart(8, { stepEpochs: 4, gamma: 0.1 })).toBe(4);
+  expect(lastPhaseStart(3, { stepEpochs: 4, gamma: 0.1 })).toBe(0);
+  // gamma 1 never changes the rate: the whole budget is one phase.
+  expect(lastPhaseStart(10, { stepEpochs: 4, gamma: 1 })).toBe(0);
+  expect(() => lastPhaseStart(10, { stepEpochs: 0, gamma: 0.1 })).toThrow(/stepEpochs/);
 });

@@ -21,7 +21,7 @@ describe('parseSpec', () => {
       name: 'tiny',
       dataset: { kind: 'mnist' },
       split: { kind: 'random', valPerClass: 50 },
-      net: { kind: 'small', width: 1, dropout: 0.5 },
+      net: { kind: 'small', width: 1, dropout: 0.5, init: 'he' },
       training: {
         batchSize: 64,
         learningRate: 0.01,
@@ -29,7 +29,6 @@ describe('parseSpec', () => {
         weightDecay: 0.0005,
         schedule: { stepEpochs: 10, gamma: 0.1 },
         maxEpochs: 10,
-        patience: 3,
         minEpochs: 1,
         checkpointEveryEpochs: 1,
         augment: { crop: 4, mirror: true },
@@ -37,8 +36,8 @@ describe('parseSpec', () => {
       },
       base: {},
       layers: [1, 2, 3, 4, 5, 6, 7],
-      arms: ['baseA', 'baseB', 'BnB', 'BnB+', 'AnB', 'AnB+'],
-      repeats: 1,
+      arms: ['baseA', 'baseB', 'BnB', 'BnB+', 'AnB', 'AnB+', 'controlB'],
+      repeats: 3,
       concurrency: 'auto',
     });
   });
@@ -83,7 +82,7 @@ concurrency: 0
     expect(lines).toContain('training.batchSize: must be an integer, got number 1.5');
     expect(lines).toContain('training.trianing: unknown field');
     expect(lines).toContain(
-      "arms[3]: unknown arm 'AnC' (expected one of baseA, baseB, BnB, BnB+, AnB, AnB+, AnA, AnA+, BnA, BnA+, RnB, RnA)",
+      "arms[3]: unknown arm 'AnC' (expected one of baseA, baseB, BnB, BnB+, AnB, AnB+, AnA, AnA+, BnA, BnA+, RnB, RnA, controlB, controlA)",
     );
     expect(lines).toContain('layers[0]: must be >= 1');
     expect(lines).toContain('concurrency: must be > 0');
@@ -127,7 +126,7 @@ concurrency: 0
     const issues = issuesOf('name: d\ndataset: { kind: imagenet }\n');
     expect(issues[0]).toMatchObject({
       path: 'dataset.kind',
-      message: "unknown kind 'imagenet' (expected one of mnist, idx, cifar10, cifar100, image-folder)",
+      message: "unknown kind 'imagenet' (expected one of mnist, idx, cifar10, cifar100, image-folder, catalog)",
     });
     expect(issuesOf('name: d\n')[0]).toMatchObject({ path: 'dataset', message: 'required' });
   });
@@ -153,8 +152,25 @@ concurrency: 0
   });
 
   it('validates already-parsed values too', () => {
-    expect(validateSpec({ name: 'v', dataset: { kind: 'mnist' } }).repeats).toBe(1);
+    expect(validateSpec({ name: 'v', dataset: { kind: 'mnist' } }).repeats).toBe(3);
     expect(() => validateSpec({ name: 'v', dataset: { kind: 'mnist' }, repeats: 0 })).toThrow('repeats: must be > 0');
+    expect(() => validateSpec({ name: 'v', dataset: { kind: 'mnist' }, repeats: 1e6 })).toThrow(
+      'repeats: must be <= 100',
+    );
+    expect(validateSpec({ name: 'v', dataset: { kind: 'catalog', name: 'cifar10-jpg' } }).dataset).toEqual({
+      kind: 'catalog',
+      name: 'cifar10-jpg',
+    });
+    expect(() => validateSpec({ name: 'v', dataset: { kind: 'catalog', name: 'imagenet' } })).toThrow(
+      "dataset.name: unknown catalog dataset 'imagenet'",
+    );
+    expect(validateSpec({ name: 'v', dataset: { kind: 'mnist' }, net: { lrn: true, init: 'paper' } }).net).toEqual({
+      kind: 'small',
+      width: 1,
+      dropout: 0.5,
+      lrn: true,
+      init: 'paper',
+    });
   });
 });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ci95HalfWidth, mean, paperScore, sd, summarize, tQuantile } from './stats.ts';
+import { ci95HalfWidth, mean, paperScore, paperScoreOver, recentTrend, sd, summarize, tQuantile } from './stats.ts';
 
 describe('stats', () => {
   it('has the textbook t quantiles', () => {
@@ -31,5 +31,35 @@ describe('stats', () => {
     expect(paperScore([0.1, 0.5, 0.3, 0.4, 0.2], 2)).toBeCloseTo(0.45, 12);
     // fewer evaluations than k: all of them
     expect(paperScore([0.2, 0.4], 10)).toBeCloseTo(0.3, 12);
+  });
+});
+
+describe('recentTrend', () => {
+  it('fits the last values by least squares and tests the slope one-sided', () => {
+    // A straight line: slope exact, no residual, rising.
+    const line = recentTrend([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], 5);
+    expect(line.window).toBe(5);
+    expect(line.slope).toBeCloseTo(0.1, 12);
+    expect(line.ci95).toBeCloseTo(0, 12);
+    expect(line.rising).toBe(true);
+    // Only the window counts: an early climb then a plateau is not rising.
+    expect(recentTrend([0.1, 0.3, 0.5, 0.7, 0.7, 0.71, 0.7, 0.7, 0.71], 5).rising).toBe(false);
+    // Noise around a flat line: the slope's interval spans zero.
+    expect(recentTrend([0.7, 0.72, 0.69, 0.71, 0.7], 5).rising).toBe(false);
+    // A slope that is real but below the floor says nothing to a reader.
+    expect(recentTrend([0.7, 0.7005, 0.701, 0.7015, 0.702], 5).rising).toBe(false);
+    // Against a hand computation: x = 0..4, y = [1, 3, 2, 5, 4]: slope 0.8, sse 3.6, se sqrt(3.6/3/10).
+    const hand = recentTrend([1, 3, 2, 5, 4], 5, 0);
+    expect(hand.slope).toBeCloseTo(0.8, 12);
+    expect(hand.ci95).toBeCloseTo(tQuantile(0.95, 3) * Math.sqrt(0.12), 9);
+    // 0.8 - t(0.9, 3) * 0.3464 = 0.8 - 2.353 * 0.3464 = -0.015: not significant at one-sided 95%.
+    expect(hand.rising).toBe(false);
+    expect(recentTrend([0.5], 5)).toMatchObject({ window: 1, rising: false, ci95: null });
+  });
+
+  it('scores every run over the same number of evaluations', () => {
+    const history = [0.1, 0.5, 0.3, 0.4, 0.9];
+    expect(paperScoreOver(history, 2, 4)).toBeCloseTo(0.45, 12);
+    expect(paperScore(history, 2)).toBeCloseTo(0.7, 12);
   });
 });

@@ -7,7 +7,9 @@ import {
   aggregate,
   buildReport,
   expandGrid,
+  findingsText,
   renderFigures,
+  verdicts,
 } from '@transferlab/experiment';
 
 /** The report's files in the order GetReport returns them, with their media types. */
@@ -35,7 +37,18 @@ export interface ReportFileContent {
 
 export interface RenderedReport {
   aggregate: Aggregate;
+  /** each of the paper's findings with its verdict, one line each, for a terminal */
+  findings: string[];
   files: ReportFileContent[];
+}
+
+/** A report's inputs: the spec and results, and optionally the random-split sweep a dissimilar one is set against. */
+export interface ReportInputs {
+  spec: SweepSpec;
+  results: CellResult[];
+  extra?: Record<string, string>;
+  /** the same sweep on a random split, for the dissimilar-split finding */
+  randomSplit?: { spec: SweepSpec; results: CellResult[] };
 }
 
 async function svgToPng(svg: string): Promise<Buffer> {
@@ -48,18 +61,19 @@ async function svgToPng(svg: string): Promise<Buffer> {
  * plus PNG copies of the figures. The controller's GetReport and the CLI's report folder both
  * come from here. Only the files asked for are produced (the PNGs are the slow part).
  */
-export async function renderReport(
-  inputs: { spec: SweepSpec; results: CellResult[]; extra?: Record<string, string> },
-  wanted: ReadonlySet<ReportFileName>,
-): Promise<RenderedReport> {
+export async function renderReport(inputs: ReportInputs, wanted: ReadonlySet<ReportFileName>): Promise<RenderedReport> {
   const plan = expandGrid(inputs.spec);
   const agg = aggregate(plan, inputs.results);
   const figures = await renderFigures(agg);
+  const findingsOptions = inputs.randomSplit
+    ? { randomSplit: aggregate(expandGrid(inputs.randomSplit.spec), inputs.randomSplit.results) }
+    : {};
   const report = buildReport(plan, inputs.results, {
     spec: inputs.spec,
     generatedAt: new Date().toISOString(),
     figures,
     extra: inputs.extra,
+    findings: findingsOptions,
   });
   const produce: Record<ReportFileName, () => Promise<string | Buffer>> = {
     'index.html': async () => report.html,
@@ -84,7 +98,7 @@ export async function renderReport(
       sha256: createHash('sha256').update(data).digest('hex'),
     });
   }
-  return { aggregate: agg, files };
+  return { aggregate: agg, findings: findingsText(verdicts(agg, findingsOptions)), files };
 }
 
 export function isReportFileName(name: string): name is ReportFileName {

@@ -59,10 +59,18 @@ program
   .command('report')
   .argument('<dir>', 'a report folder written by run or demo')
   .description('redraw a report (figures, tables, HTML) from its stored results')
-  .action(async (dir: string) => {
+  .option(
+    '--random-split <dir>',
+    'the report of the same sweep on a random split, when this one is on a dissimilar split (for that finding)',
+  )
+  .action(async (dir: string, options: { randomSplit?: string }) => {
     const { redrawReport } = await import('./report-files.ts');
-    const { files, warnings } = await redrawReport(resolve(dir));
+    const { files, warnings, findings } = await redrawReport(
+      resolve(dir),
+      options.randomSplit === undefined ? undefined : resolve(options.randomSplit),
+    );
     for (const warning of warnings) console.log(`warning: ${warning}`);
+    for (const line of findings) console.log(line);
     console.log(`report: ${files.find((file) => file.endsWith('index.html'))}`);
   });
 

@@ -1,13 +1,14 @@
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type CellResult, type SweepSpec, validateSpec } from '@transferlab/experiment';
-import { type ReportFileName, REPORT_FILES, renderReport } from '@transferlab/runner/report';
+import { validateSpec } from '@transferlab/experiment';
+import { type ReportFileName, type ReportInputs, REPORT_FILES, renderReport } from '@transferlab/runner/report';
 
 /** What a report folder keeps so that `transferlab report DIR` can redraw it with no store. */
-interface ReportInputs {
-  spec: SweepSpec;
-  results: CellResult[];
-  extra?: Record<string, string>;
+export interface WrittenReport {
+  files: string[];
+  warnings: string[];
+  /** the paper's findings with their verdicts, one line each */
+  findings: string[];
 }
 
 const INPUTS = 'inputs.json';
@@ -17,7 +18,7 @@ const INPUTS = 'inputs.json';
  * are written into a sibling folder first and swapped in whole, so a failure never leaves half a
  * report.
  */
-export async function writeReport(dir: string, inputs: ReportInputs): Promise<{ files: string[]; warnings: string[] }> {
+export async function writeReport(dir: string, inputs: ReportInputs): Promise<WrittenReport> {
   const report = await renderReport(inputs, new Set(Object.keys(REPORT_FILES) as ReportFileName[]));
   const staging = `${dir}.writing-${process.pid}`;
   await rm(staging, { recursive: true, force: true });
@@ -27,11 +28,14 @@ export async function writeReport(dir: string, inputs: ReportInputs): Promise<{ 
   await rename(dir, old).catch(() => undefined);
   await rename(staging, dir);
   await rm(old, { recursive: true, force: true });
-  return { files: report.files.map((file) => join(dir, file.name)), warnings: report.aggregate.warnings };
+  return {
+    files: report.files.map((file) => join(dir, file.name)),
+    warnings: report.aggregate.warnings,
+    findings: report.findings,
+  };
 }
 
-/** Redraws a report from the inputs a previous `writeReport` left in the folder. */
-export async function redrawReport(dir: string): Promise<{ files: string[]; warnings: string[] }> {
+async function readInputs(dir: string): Promise<ReportInputs> {
   const path = join(dir, INPUTS);
   let raw: string;
   try {
@@ -40,5 +44,18 @@ export async function redrawReport(dir: string): Promise<{ files: string[]; warn
     throw new Error(`${path}: not found; is ${dir} a report folder written by 'transferlab run'?`);
   }
   const inputs = JSON.parse(raw) as ReportInputs;
-  return writeReport(dir, { ...inputs, spec: validateSpec(inputs.spec, path) });
+  return { ...inputs, spec: validateSpec(inputs.spec, path) };
+}
+
+/**
+ * Redraws a report from the inputs a previous `writeReport` left in the folder; `randomSplitDir`
+ * names the report of the same sweep on a random split, when this one is on a dissimilar split.
+ */
+export async function redrawReport(dir: string, randomSplitDir?: string): Promise<WrittenReport> {
+  const inputs = await readInputs(dir);
+  if (randomSplitDir !== undefined) {
+    const other = await readInputs(randomSplitDir);
+    inputs.randomSplit = { spec: other.spec, results: other.results };
+  }
+  return writeReport(dir, inputs);
 }

@@ -80,7 +80,7 @@ export async function runSweep(spec: SweepSpec, specDir: string, options: RunOpt
     const seconds = (Date.now() - started) / 1000;
     const trained = outcome.results.filter((result) => outcome.states.get(result.cellId) !== 'reused');
     const backends = [...new Set(outcome.results.map((result) => result.backend ?? 'unknown'))].join(', ');
-    const { files, warnings } = await writeReport(outDir, {
+    const { files, warnings, findings } = await writeReport(outDir, {
       spec,
       results: outcome.results,
       extra: {
@@ -93,6 +93,7 @@ export async function runSweep(spec: SweepSpec, specDir: string, options: RunOpt
       },
     });
     for (const warning of warnings) console.log(`warning: ${warning}`);
+    for (const line of findings) console.log(line);
     const failed = [...outcome.states.values()].filter((state) => state === 'failed').length;
     const blocked = [...outcome.states.values()].filter((state) => state === 'blocked').length;
     console.log(

@@ -97,6 +97,7 @@ const unitSpec = validateSpec({
   net: { kind: 'small', width: 0.25 },
   layers: [1, 2],
   arms: ['baseA', 'baseB', 'AnB'],
+  repeats: 1,
   concurrency: 2,
 });
 const unitCells = expandGrid(unitSpec).cells;
@@ -647,6 +648,7 @@ const e2eSpec: SweepSpec = validateSpec({
   base: { maxEpochs: 2, patience: 2 },
   layers: [1, 2],
   arms: ['baseA', 'baseB', 'AnB'],
+  repeats: 1,
   concurrency: 2,
 });
 

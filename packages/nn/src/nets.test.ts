@@ -108,6 +108,58 @@ describe('buildNet', () => {
   });
 });
 
+describe("the paper's net options", () => {
+  test('paper init: Gaussian kernels of std 0.01 (0.005 on fc6, fc7), biases 1 on conv2, conv4, conv5, fc6, fc7', () => {
+    const model = buildNet(
+      { kind: 'small', width: 1, init: 'paper' },
+      { inputShape: [32, 32, 3], numClasses: 10, seed: 3 },
+    );
+    const std = (values: Float32Array): number => {
+      const m = values.reduce((s, v) => s + v, 0) / values.length;
+      return Math.sqrt(values.reduce((s, v) => s + (v - m) ** 2, 0) / values.length);
+    };
+    const expectedStd = {
+      conv1: 0.01,
+      conv2: 0.01,
+      conv3: 0.01,
+      conv4: 0.01,
+      conv5: 0.01,
+      fc6: 0.005,
+      fc7: 0.005,
+      fc8: 0.01,
+    };
+    const biasOne = new Set(['conv2', 'conv4', 'conv5', 'fc6', 'fc7']);
+    for (const name of LEARNED_LAYERS) {
+      const [kernel, bias] = model.getLayer(name).getWeights();
+      // Thousands of draws: the sample std is within a few percent of the target.
+      expect(std(kernel!.dataSync() as Float32Array)).toBeCloseTo(expectedStd[name], 3);
+      expect(new Set(bias!.dataSync()).size).toBe(1);
+      expect(bias!.dataSync()[0]).toBe(biasOne.has(name) ? 1 : 0);
+    }
+    // reinitialiseLayer draws the same paper weights back.
+    const before = bytes(model.getLayer('fc6').getWeights()[1]!);
+    reinitialiseLayer(model, 'fc6', 3, 'paper');
+    expect(bytes(model.getLayer('fc6').getWeights()[1]!).equals(before)).toBe(true);
+    model.dispose();
+  });
+
+  test('LRN can be switched on for the small net and off for caffenet; dropout masks can have their own seed', () => {
+    const shape = { inputShape: [32, 32, 3] as [number, number, number], numClasses: 10, seed: 1 };
+    const norms = (model: tfl.LayersModel): string[] =>
+      model.layers.filter((l) => l instanceof LocalResponseNormalization).map((l) => l.name);
+    expect(norms(buildNet({ kind: 'small', width: 0.25 }, shape))).toEqual([]);
+    expect(norms(buildNet({ kind: 'small', width: 0.25, lrn: true }, shape))).toEqual(['norm1', 'norm2']);
+    const own = buildNet({ kind: 'small', width: 0.25 }, { ...shape, dropoutSeed: 99 });
+    const shared = buildNet({ kind: 'small', width: 0.25 }, shape);
+    const seedOf = (model: tfl.LayersModel): number => (model.getLayer('drop6') as SeededDropout).seed;
+    expect(seedOf(own)).not.toBe(seedOf(shared));
+    // The init does not depend on the dropout stream.
+    expect(bytes(own.getLayer('conv1').getWeights()[0]!).equals(bytes(shared.getLayer('conv1').getWeights()[0]!))).toBe(
+      true,
+    );
+  });
+});
+
 describe('imagesToTensor', () => {
   test('scales uint8 to [0, 1] and subtracts the mean, per channel when given one per channel', () => {
     const images = Uint8Array.from([0, 255, 51, 102]);

@@ -120,6 +120,18 @@ describe('transplant', () => {
     expect(() => transplant(sourceWeights, target, { n: -1, mode: 'frozen' })).toThrow(/integer 0\.\.7, got -1/);
     expect(() => transplant(sourceWeights, target, { n: 1.5, mode: 'fine-tuned' })).toThrow(/got 1\.5/);
     expect(() => transplant(null, target, { n: 1, mode: 'frozen' })).toThrow(/needs a source/);
+    // Frozen, the whole net is never a transfer cell, even on its own task.
+    expect(() => transplant(sourceWeights, target, { n: 8, mode: 'frozen', sameTask: true })).toThrow(/0\.\.7/);
+    target.dispose();
+  });
+
+  test('the equal-budget control: on its own task, all 8 layers (fc8 too) are copied and all train', () => {
+    const target = net(2);
+    transplant(sourceWeights, target, { n: 8, mode: 'fine-tuned', sameTask: true });
+    const copied = namedWeightsOf(target);
+    expect(sameLayers(sourceWeights, copied)).toEqual(LEARNED_LAYERS.map(() => true));
+    expect(trainable(target)).toEqual(LEARNED_LAYERS.map(() => true));
+    disposeNamedWeights(copied);
     target.dispose();
   });
 

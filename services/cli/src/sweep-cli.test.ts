@@ -20,6 +20,7 @@ net: { kind: small, width: 0.25 }
 training: { batchSize: 16, maxEpochs: 1, patience: 1, augment: false, scoreTopK: 1 }
 layers: [1, 2]
 arms: [baseA, baseB, AnB]
+repeats: 1
 concurrency: 2
 `;
 

@@ -26,7 +26,7 @@ import { cellKeys, putJson } from '@transferlab/runner/cell-store';
 import { GrpcCellSteps, StepError } from './steps-client.ts';
 
 const plan = expandGrid(
-  validateSpec({ name: 'steps', dataset: { kind: 'mnist' }, layers: [2], arms: ['baseA', 'baseB', 'AnB'] }),
+  validateSpec({ name: 'steps', dataset: { kind: 'mnist' }, layers: [2], arms: ['baseA', 'baseB', 'AnB'], repeats: 1 }),
 );
 const base = plan.cells.find((cell) => cell.arm === 'baseA')!;
 const transfer = plan.cells.find((cell) => cell.arm === 'AnB')!;

@@ -42,6 +42,7 @@ const plan = expandGrid(
     training: { maxEpochs: 1, batchSize: 50, augment: false },
     layers: [1],
     arms: ['baseA', 'baseB'],
+    repeats: 1,
   }),
 );
 const cell = (arm: string): Cell => plan.cells.find((c) => c.arm === arm)!;

@@ -27,6 +27,7 @@ const plan = expandGrid(
     training: { maxEpochs: 1, batchSize: 50, augment: false },
     layers: [2],
     arms: ['baseA', 'AnB', 'AnB+', 'BnB', 'RnB'],
+    repeats: 1,
   }),
 );
 const cell = (arm: string): Cell => plan.cells.find((c) => c.arm === arm)!;

@@ -19,6 +19,7 @@ const cells: Cell[] = expandGrid(
     net: { kind: 'small', width: 0.25 },
     layers: [1, 3],
     arms: ['baseA', 'baseB', 'AnB', 'AnB+', 'BnB'],
+    repeats: 1,
   }),
 ).cells;
 const byName = (name: string): Cell => cells.find((cell) => cell.name === name)!;

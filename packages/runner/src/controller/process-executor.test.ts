@@ -16,6 +16,7 @@ const cells: Cell[] = expandGrid(
     net: { kind: 'small', width: 0.25 },
     layers: [1],
     arms: ['baseA', 'baseB'],
+    repeats: 1,
   }),
 ).cells;
 const [cellA, cellB] = cells as [Cell, Cell];

@@ -16,6 +16,7 @@ const spec = validateSpec({
   net: { kind: 'small', width: 0.25 },
   layers: [1, 2],
   arms: ['baseA', 'baseB', 'AnB', 'BnB+'],
+  repeats: 1,
   concurrency: 2,
 });
 

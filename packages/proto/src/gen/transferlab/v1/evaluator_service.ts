@@ -62,7 +62,7 @@ export interface Evaluation {
   subset: Subset;
   /** Top-1 accuracy. */
   top1: number;
-  /** Top-k accuracy with k = min(5, classes). */
+  /** Top-5 accuracy; NaN for a half of five classes or fewer, where it is always 1. */
   top5: number;
   /** Images evaluated. */
   count: number;

@@ -1097,6 +1097,8 @@ describe('values', () => {
       expect(notes).toContain(`kubectl -n ${NAMESPACE} port-forward service/${RELEASE}-controller 50060:50060`);
       expect(notes).toContain('transferlab sweep start -f spec.yaml --server 127.0.0.1:50060 --watch');
       expect(notes).toContain('2 x nvidia.com/gpu');
+      expect(notes).toContain(`helm test ${RELEASE} -n ${NAMESPACE}`);
+      expect(notes).toContain(`owned by ConfigMap ${RELEASE}-trainer-jobs`);
     } finally {
       await rm(join(chart, 'notes-preview.txt'));
       await rm(join(chart, 'templates', 'notes-preview.yaml'));

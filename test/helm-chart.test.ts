@@ -15,11 +15,12 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { expandGrid, parseSpec } from '@transferlab/experiment';
-import { loadConfig } from '@transferlab/platform';
+import { loadConfig, openBus } from '@transferlab/platform';
 import { buildTrainerJob } from '@transferlab/runner/controller/kubernetes-job';
 import { parseTargets } from '../deploy/helm-test.ts';
 import { type ManifestObject, parseManifests, validateManifests } from '../scripts/validate-manifests.ts';
 import { controllerConfig, trainerJobSettings } from '../services/controller/src/config.ts';
+import { startConfiguredNats } from './support/servers.ts';
 
 const run = promisify(execFile);
 const REPO = new URL('..', import.meta.url).pathname;
@@ -1068,6 +1069,39 @@ describe('values', () => {
     expect(onlyNats.map((o) => `${o.kind}/${o.metadata.name}`)).toContain(`StatefulSet/${RELEASE}-nats`);
     expect(onlyNats.map((o) => `${o.kind}/${o.metadata.name}`)).not.toContain(`Deployment/${RELEASE}-minio`);
   });
+
+  it('configure the bundled NATS so that it starts, and admits only the generated login', async () => {
+    // The rendered nats.conf, run by a real nats-server (Debian's 2.9; the chart's image is
+    // 2.11) with only its file paths moved to a temporary folder.
+    const objects = render('default-values.yaml');
+    const conf = (named(objects, 'ConfigMap', `${RELEASE}-nats-config`).data as Record<string, string>)['nats.conf']!;
+    const local = conf
+      .replace(/"store_dir": "[^"]*"/, '"store_dir": "{{DIR}}/js"')
+      .replace(/"pid_file": "[^"]*"/, '"pid_file": "{{DIR}}/nats.pid"');
+    expect(local).not.toBe(conf);
+    const login = named(objects, 'Secret', `${RELEASE}-nats-auth`).data as Record<string, string>;
+    const user = Buffer.from(login.user!, 'base64').toString();
+    const password = Buffer.from(login.password!, 'base64').toString();
+    const nats = await startConfiguredNats(local, {
+      SERVER_NAME: `${RELEASE}-nats-0`,
+      TRANSFERLAB_NATS_USER: user,
+      TRANSFERLAB_NATS_PASSWORD: password,
+    });
+    try {
+      const env = { TRANSFERLAB_NATS_URL: nats.url, TRANSFERLAB_NATS_USER: user, TRANSFERLAB_NATS_PASSWORD: password };
+      const bus = await openBus('chart-check', env);
+      const kv = await bus.kv('chart-check');
+      await kv.put('login', new TextEncoder().encode('ok'));
+      expect(new TextDecoder().decode((await kv.get('login'))!.value)).toBe('ok');
+      await bus.close();
+      await expect(openBus('chart-check', { ...env, TRANSFERLAB_NATS_PASSWORD: 'wrong' })).rejects.toThrow(
+        /authori[sz]ation/i,
+      );
+      await expect(openBus('chart-check', { TRANSFERLAB_NATS_URL: nats.url })).rejects.toThrow(/authori[sz]ation/i);
+    } finally {
+      await nats.stop();
+    }
+  }, 60_000);
 
   it('keep the generated NATS login across upgrades: the Secret reads the existing one back (lookup)', async () => {
     // `helm template` cannot look anything up, so each render generates a password; the template

@@ -2,15 +2,20 @@
 // the standard health service, a nats-server with JetStream that requires the login the chart
 // configures (the user and password read from the server's environment, as the bundled NATS is
 // set up in values.yaml), and the real S3 server (radosgw) the test script starts.
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GrpcServer, createLogger, openStore, startGrpcServer } from '@transferlab/platform';
 import { CHECK_PREFIX, checkInstall, parseTargets } from '../deploy/helm-test.ts';
-import { REPO, type RealServers, freePort, realServers } from './support/servers.ts';
+import {
+  type ConfiguredNats,
+  REPO,
+  type RealServers,
+  freePort,
+  realServers,
+  startConfiguredNats,
+} from './support/servers.ts';
 
 const run = promisify(execFile);
 const USER = 'transferlab';
@@ -18,53 +23,17 @@ const PASSWORD = 'Zq7x0helmtestpassword';
 
 let servers: RealServers;
 let grpcServers: GrpcServer[] = [];
-let nats: ChildProcess | undefined;
-let natsDir = '';
-let natsUrl = '';
+let nats: ConfiguredNats | undefined;
 let env: NodeJS.ProcessEnv;
-
-/** nats-server with JetStream whose authorization block reads the login from its environment. */
-async function startNatsWithLogin(): Promise<void> {
-  natsDir = await mkdtemp(join(tmpdir(), 'tl-nats-auth-'));
-  const port = await freePort();
-  const monitor = await freePort();
-  const config = join(natsDir, 'nats.conf');
-  await writeFile(
-    config,
-    [
-      `listen: 127.0.0.1:${port}`,
-      `http: 127.0.0.1:${monitor}`,
-      `jetstream { store_dir: "${join(natsDir, 'js')}" }`,
-      'authorization { user: $TRANSFERLAB_NATS_USER, password: $TRANSFERLAB_NATS_PASSWORD }',
-      '',
-    ].join('\n'),
-  );
-  const binary = (
-    await run('bash', ['-c', 'command -v nats-server || ls /usr/sbin/nats-server']).catch(() => ({
-      stdout: '',
-    }))
-  ).stdout.trim();
-  if (!binary)
-    throw new Error('nats-server is not installed (scripts/nats-start.sh installs it): cannot run this test');
-  nats = spawn(binary, ['-c', config], {
-    env: { ...process.env, TRANSFERLAB_NATS_USER: USER, TRANSFERLAB_NATS_PASSWORD: PASSWORD },
-    stdio: 'ignore',
-  });
-  const until = Date.now() + 20_000;
-  for (;;) {
-    const healthy = await fetch(`http://127.0.0.1:${monitor}/healthz?js-enabled-only=true`)
-      .then((response) => response.ok)
-      .catch(() => false);
-    if (healthy) break;
-    if (Date.now() > until) throw new Error(`nats-server with a login did not become healthy on port ${port}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  natsUrl = `nats://127.0.0.1:${port}`;
-}
 
 beforeAll(async () => {
   servers = await realServers();
-  await startNatsWithLogin();
+  // An authorization block that reads the login from the server's environment, as the chart's does.
+  nats = await startConfiguredNats(
+    'jetstream { store_dir: "{{DIR}}/js" }\n' +
+      'authorization { user: $TRANSFERLAB_NATS_USER, password: $TRANSFERLAB_NATS_PASSWORD }\n',
+    { TRANSFERLAB_NATS_USER: USER, TRANSFERLAB_NATS_PASSWORD: PASSWORD },
+  );
   const log = createLogger('helm-test-check');
   grpcServers = [
     await startGrpcServer({ services: [], port: 0, log }),
@@ -72,7 +41,7 @@ beforeAll(async () => {
   ];
   env = {
     ...Object.fromEntries(Object.entries(servers.env).filter(([key]) => key.startsWith('TRANSFERLAB_S3_'))),
-    TRANSFERLAB_NATS_URL: natsUrl,
+    TRANSFERLAB_NATS_URL: nats.url,
     TRANSFERLAB_NATS_USER: USER,
     TRANSFERLAB_NATS_PASSWORD: PASSWORD,
   };
@@ -80,8 +49,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const server of grpcServers) await server.shutdown(1000);
-  nats?.kill('SIGTERM');
-  if (natsDir) await rm(natsDir, { recursive: true, force: true });
+  await nats?.stop();
   await servers?.stop();
 });
 

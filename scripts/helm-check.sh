@@ -48,6 +48,16 @@ if ! (cd "$subcharts" && sha256sum --check --quiet SHA256SUMS); then
   echo "helm-check: the packaged subcharts in $subcharts do not match their SHA256SUMS" >&2
   exit 1
 fi
+# "name version" per dependency; a version range fails here (set -e), since only the pinned
+# versions are tested.
+dependencies=$(node --input-type=module -e '
+import { readFileSync } from "node:fs";
+import { parse } from "yaml";
+const { dependencies = [] } = parse(readFileSync(process.argv[1], "utf8"));
+for (const { name, version } of dependencies) {
+  if (!/^\d+\.\d+\.\d+$/.test(String(version))) throw new Error(`${name}: pin an exact version, not ${version}`);
+  console.log(`${name} ${version}`);
+}' "$chart/Chart.yaml")
 mkdir -p "$chart/charts"
 while IFS=' ' read -r name version; do
   package="$subcharts/$name-$version.tgz"
@@ -56,14 +66,7 @@ while IFS=' ' read -r name version; do
     exit 1
   fi
   cp "$package" "$chart/charts/"
-done < <(node --input-type=module -e '
-import { readFileSync } from "node:fs";
-import { parse } from "yaml";
-const { dependencies = [] } = parse(readFileSync(process.argv[1], "utf8"));
-for (const { name, version } of dependencies) {
-  if (!/^\d+\.\d+\.\d+$/.test(String(version))) throw new Error(`${name}: pin an exact version, not ${version}`);
-  console.log(`${name} ${version}`);
-}' "$chart/Chart.yaml")
+done <<<"$dependencies"
 
 status=0
 shopt -s nullglob

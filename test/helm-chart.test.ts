@@ -655,6 +655,17 @@ describe('the rendered chart', () => {
     expect(trainer.volumeMounts).toContainEqual({ name: 'cache', mountPath: '/cache' });
     // A queue name that is not a Kubernetes name is refused by the schema.
     expect(await templateError('kueue: { queueName: "GPU Queue" }\n')).toMatch(/queueName/);
+    // So are extra labels that would replace the ones the controller finds its Jobs by; and the
+    // controller refuses them at start-up if they come another way.
+    expect(await templateError('trainer: { labels: { app.kubernetes.io/instance: other } }\n')).toMatch(/labels/);
+    expect(await templateError('trainer: { annotations: { transferlab.io/cell-id: x } }\n')).toMatch(/annotations/);
+    const hijack = loadConfig(controllerConfig, {
+      ...environment,
+      TRANSFERLAB_K8S_LABELS: '{"app.kubernetes.io/instance":"other","team":"vision"}',
+    });
+    expect(() => trainerJobSettings(hijack, NAMESPACE)).toThrow(
+      /TRANSFERLAB_K8S_LABELS: app.kubernetes.io\/instance set by the controller itself/,
+    );
   });
 
   it('uses the external NATS and S3 endpoints as given', () => {

@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import * as z from 'zod';
 import { portSchema } from '@transferlab/platform';
-import type { TrainerJobSettings } from '@transferlab/runner/controller/kubernetes-job';
+import { ANNOTATIONS, LABELS, type TrainerJobSettings } from '@transferlab/runner/controller/kubernetes-job';
 
 export const DEFAULT_PORT = 50060;
 
@@ -120,6 +120,16 @@ export function trainerJobSettings(config: ControllerConfig, namespace: string):
   };
   const some = <T extends object>(value: T | undefined): T | undefined =>
     value && Object.keys(value).length > 0 ? value : undefined;
+  // The executor finds its Jobs by its own labels: refuse extras that would replace them, at start.
+  for (const [variable, extra, own] of [
+    ['TRANSFERLAB_K8S_LABELS', config.k8sLabels, Object.values(LABELS)],
+    ['TRANSFERLAB_K8S_ANNOTATIONS', config.k8sAnnotations, Object.values(ANNOTATIONS)],
+  ] as const) {
+    const taken = Object.keys(extra ?? {}).filter((key) => (own as readonly string[]).includes(key));
+    if (taken.length > 0) {
+      throw new Error(`invalid configuration:\n  ${variable}: ${taken.join(', ')} set by the controller itself`);
+    }
+  }
   return {
     namespace,
     instance: config.k8sInstance,

@@ -75,13 +75,26 @@ function refusal(error: unknown): string {
   return (error as Error).message.split('\n')[0] ?? String(error);
 }
 
-async function ensureNamespace(kubeConfig: KubeConfig, name: string): Promise<void> {
+/**
+ * Creates the namespace when missing, then waits (up to 30 s) for its `default` ServiceAccount:
+ * admission refuses pods, dry run or not, until the controller manager has made it.
+ */
+export async function ensureNamespace(kubeConfig: KubeConfig, name: string): Promise<void> {
   const core = kubeConfig.makeApiClient(CoreV1Api);
   try {
     await core.readNamespace({ name });
   } catch (error) {
     if (!(error instanceof ApiException) || error.code !== 404) throw error;
     await core.createNamespace({ body: { metadata: { name } } });
+  }
+  const until = Date.now() + 30_000;
+  while (Date.now() < until) {
+    const found = await core.readNamespacedServiceAccount({ name: 'default', namespace: name }).then(
+      () => true,
+      () => false,
+    );
+    if (found) return;
+    await new Promise((resolve) => setTimeout(resolve, 200));
   }
 }
 

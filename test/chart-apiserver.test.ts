@@ -13,7 +13,12 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KUBECONFIG_VARIABLE, kubeConfigFromEnv, serverSideApply } from '../scripts/server-side-apply.ts';
+import {
+  KUBECONFIG_VARIABLE,
+  ensureNamespace,
+  kubeConfigFromEnv,
+  serverSideApply,
+} from '../scripts/server-side-apply.ts';
 import { type ManifestObject, parseManifests } from '../scripts/validate-manifests.ts';
 import { jobOwnerReference } from '../services/controller/src/job-owner.ts';
 
@@ -42,7 +47,7 @@ describe.skipIf(!kubeConfig)(`the chart on a real API server (${KUBECONFIG_VARIA
       env: { ...process.env, [KUBECONFIG_VARIABLE]: '' },
     });
     helm = (await run('bash', [join(REPO, 'scripts/helm-get.sh')], { cwd: REPO })).stdout.trim();
-    await kubeConfig!.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name: NAMESPACE } } });
+    await ensureNamespace(kubeConfig!, NAMESPACE);
   }, 300_000);
 
   afterAll(async () => {

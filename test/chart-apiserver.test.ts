@@ -1,7 +1,9 @@
 // The chart against a real API server: every object of the default render (real NATS and MinIO
 // subcharts included) and of values-gpu.yaml goes through server-side apply (dry run), which
 // validates, defaults and admits it as a cluster would; the controller reads the owner of its
-// Jobs; and `helm install` then `helm upgrade` keep the generated NATS login.
+// Jobs; `helm install` then `helm upgrade` keep the generated NATS login; the installed RBAC
+// gives the controller exactly what it needs; `helm uninstall` takes the trainer Jobs along
+// (the garbage collector of the kube-controller-manager must run).
 //
 // Runs only when TRANSFERLAB_KUBECONFIG names the kubeconfig of an API server the test may
 // create namespaces in (scripts/test.sh sets it once it starts a control plane); otherwise the
@@ -11,7 +13,9 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { CoreV1Api } from '@kubernetes/client-node';
+import { AuthorizationV1Api, BatchV1Api, CoreV1Api } from '@kubernetes/client-node';
+import { expandGrid, parseSpec } from '@transferlab/experiment';
+import { buildTrainerJob } from '@transferlab/runner/controller/kubernetes-job';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   KUBECONFIG_VARIABLE,
@@ -118,5 +122,91 @@ describe.skipIf(!kubeConfig)(`the chart on a real API server (${KUBECONFIG_VARIA
       maxBuffer: 16 * 1024 * 1024,
     });
     expect(await password()).toBe(first);
+  }, 120_000);
+
+  it("gives the controller's ServiceAccount exactly what it needs, and the trainers' none (RBAC as installed)", async () => {
+    // After the install above: SubjectAccessReviews ask the server's RBAC authorizer about the
+    // installed Role and binding.
+    const authorization = kubeConfig!.makeApiClient(AuthorizationV1Api);
+    const can = async (
+      account: string,
+      attributes: {
+        verb: string;
+        resource: string;
+        group?: string;
+        name?: string;
+        subresource?: string;
+        namespace?: string;
+      },
+    ) =>
+      (
+        await authorization.createSubjectAccessReview({
+          body: {
+            spec: {
+              user: `system:serviceaccount:${NAMESPACE}:${account}`,
+              groups: ['system:serviceaccounts', `system:serviceaccounts:${NAMESPACE}`],
+              resourceAttributes: { namespace: NAMESPACE, ...attributes },
+            },
+          },
+        })
+      ).status?.allowed ?? false;
+    const controller = 'transferlab-controller';
+    for (const verb of ['create', 'get', 'list', 'watch', 'delete']) {
+      expect(await can(controller, { verb, resource: 'jobs', group: 'batch' }), `jobs ${verb}`).toBe(true);
+    }
+    expect(await can(controller, { verb: 'watch', resource: 'pods' })).toBe(true);
+    expect(await can(controller, { verb: 'get', resource: 'pods', subresource: 'log' })).toBe(true);
+    expect(await can(controller, { verb: 'watch', resource: 'events' })).toBe(true);
+    expect(await can(controller, { verb: 'list', resource: 'events', group: 'events.k8s.io' })).toBe(true);
+    expect(await can(controller, { verb: 'get', resource: 'configmaps', name: 'transferlab-trainer-jobs' })).toBe(true);
+    // Nothing more: no other ConfigMap, no Secret, no pods of its own, nothing elsewhere.
+    expect(await can(controller, { verb: 'get', resource: 'configmaps', name: 'transferlab-config' })).toBe(false);
+    expect(await can(controller, { verb: 'list', resource: 'configmaps' })).toBe(false);
+    expect(await can(controller, { verb: 'get', resource: 'secrets', name: 'transferlab-nats-auth' })).toBe(false);
+    expect(await can(controller, { verb: 'create', resource: 'pods' })).toBe(false);
+    expect(await can(controller, { verb: 'update', resource: 'jobs', group: 'batch' })).toBe(false);
+    expect(await can(controller, { verb: 'create', resource: 'jobs', group: 'batch', namespace: 'default' })).toBe(
+      false,
+    );
+    expect(await can('transferlab-trainer', { verb: 'get', resource: 'pods' })).toBe(false);
+    expect(await can('transferlab-trainer', { verb: 'get', resource: 'secrets', name: 'transferlab-minio' })).toBe(
+      false,
+    );
+  });
+  it('takes the trainer Jobs along on `helm uninstall` (owner reference, garbage collector)', async () => {
+    // After the install above: a Job as the controller builds it, owned by the release's ConfigMap.
+    const owner = await jobOwnerReference(kubeConfig!, NAMESPACE, 'transferlab-trainer-jobs');
+    const [cell] = expandGrid(
+      parseSpec('name: gc\ndataset: { kind: mnist }\nnet: { kind: small }\nlayers: [1]\narms: [baseB]\n', 'gc.yaml'),
+    ).cells;
+    const job = buildTrainerJob(cell!, {
+      sweepId: 'gc-0123abcd',
+      attempt: 1,
+      settings: {
+        namespace: NAMESPACE,
+        instance: 'transferlab',
+        image: 'transferlab-trainer-gpu:0.1.0',
+        gpus: 0,
+        configMapName: 'transferlab-config',
+        ownerReferences: [owner],
+      },
+    });
+    const batch = kubeConfig!.makeApiClient(BatchV1Api);
+    await batch.createNamespacedJob({ namespace: NAMESPACE, body: job });
+    await run(helm, ['uninstall', 'transferlab', '--namespace', NAMESPACE], { env: helmEnv() });
+    const name = job.metadata!.name!;
+    const until = Date.now() + 60_000;
+    for (;;) {
+      const gone = await batch.readNamespacedJob({ name, namespace: NAMESPACE }).then(
+        (found) => found.metadata?.deletionTimestamp !== undefined,
+        (error: unknown) => {
+          if ((error as { code?: number }).code === 404) return true;
+          throw error;
+        },
+      );
+      if (gone) break;
+      if (Date.now() > until) throw new Error(`Job ${name} is still there 60 s after helm uninstall`);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
   }, 120_000);
 });

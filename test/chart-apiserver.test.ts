@@ -173,7 +173,7 @@ describe.skipIf(!kubeConfig)(`the chart on a real API server (${KUBECONFIG_VARIA
       false,
     );
   });
-  it('takes the trainer Jobs along on `helm uninstall` (owner reference, garbage collector)', async () => {
+  it('keeps a queued Job suspended, and takes the trainer Jobs along on `helm uninstall` (owner reference, garbage collector)', async () => {
     // After the install above: a Job as the controller builds it, owned by the release's ConfigMap.
     const owner = await jobOwnerReference(kubeConfig!, NAMESPACE, 'transferlab-trainer-jobs');
     const [cell] = expandGrid(
@@ -189,10 +189,21 @@ describe.skipIf(!kubeConfig)(`the chart on a real API server (${KUBECONFIG_VARIA
         gpus: 0,
         configMapName: 'transferlab-config',
         ownerReferences: [owner],
+        // As with kueue.queueName set: queued, created suspended (Kueue's webhook is not here).
+        labels: { 'kueue.x-k8s.io/queue-name': 'gpu-queue' },
+        suspend: true,
       },
     });
     const batch = kubeConfig!.makeApiClient(BatchV1Api);
-    await batch.createNamespacedJob({ namespace: NAMESPACE, body: job });
+    const created = await batch.createNamespacedJob({ namespace: NAMESPACE, body: job });
+    expect(created.spec?.suspend).toBe(true);
+    expect(created.metadata?.labels?.['kueue.x-k8s.io/queue-name']).toBe('gpu-queue');
+    // The Job controller starts no pod for a suspended Job: it waits for its queue.
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const pods = await kubeConfig!
+      .makeApiClient(CoreV1Api)
+      .listNamespacedPod({ namespace: NAMESPACE, labelSelector: `batch.kubernetes.io/job-name=${job.metadata!.name}` });
+    expect(pods.items).toEqual([]);
     await run(helm, ['uninstall', 'transferlab', '--namespace', NAMESPACE], { env: helmEnv() });
     const name = job.metadata!.name!;
     const until = Date.now() + 60_000;

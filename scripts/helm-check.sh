@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Checks the Helm chart offline: for every values file in charts/transferlab/ci/, `helm lint
-# --strict` and `helm template`, then validates every rendered object with kubernetes-models
-# (scripts/validate-manifests.ts).
+# Checks the Helm chart offline: for every values file in charts/transferlab/ci/ and every
+# charts/transferlab/values-*.yaml, `helm lint --strict` and `helm template`, then validates every
+# rendered object with kubernetes-models (scripts/validate-manifests.ts) and, when
+# TRANSFERLAB_KUBECONFIG names a kubeconfig, with that API server (scripts/server-side-apply.ts:
+# server-side apply, dry run, into namespace "transferlab", which it creates if missing).
 #
 #   bash scripts/helm-check.sh [OUT_DIR]
 #
-# The subcharts (NATS, MinIO) cannot be downloaded here, and helm refuses to render a chart whose
-# dependencies are missing even when they are disabled. So the check runs on a copy of the chart
-# with a local stub chart in place of each dependency: Chart.yaml with the name and a version that
-# fits the constraint, and one ConfigMap that shows the values the stub received (so tests can
-# check the conditions and the values passed down). Every CI values file keeps the subcharts off.
+# The chart is checked with its real subcharts (NATS, MinIO). Their repositories cannot be reached
+# here, so the packaged upstream charts come from TRANSFERLAB_SUBCHARTS_DIR (default
+# ../shared/charts beside the repository), checked against its SHA256SUMS, and are copied into
+# charts/ of a scratch copy of the chart: the repository's own chart folder is never touched, and
+# nothing of theirs is committed. A missing folder or package is an error, never a skip.
 #
 # OUT_DIR (default: a temporary folder, removed at the end) receives chart/ (the copy with the
-# stubs) and rendered/<values file> (the `helm template` output of each).
+# subcharts) and rendered/<values file> (the `helm template` output of each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -36,43 +38,39 @@ mkdir -p "$out/rendered"
 cp -R charts/transferlab "$chart"
 rm -rf "$chart/charts"
 
-# One stub chart per dependency in Chart.yaml.
-node --input-type=module - "$chart" <<'JS'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { parse } from 'yaml';
-
-const chart = process.argv[2];
-const { dependencies = [] } = parse(readFileSync(join(chart, 'Chart.yaml'), 'utf8'));
+# The packaged subcharts, one per dependency in Chart.yaml, at exactly the pinned version.
+subcharts=${TRANSFERLAB_SUBCHARTS_DIR:-$repo/../shared/charts}
+if [ ! -d "$subcharts" ]; then
+  echo "helm-check: no subchart folder at $subcharts (set TRANSFERLAB_SUBCHARTS_DIR to the folder holding nats-*.tgz, minio-*.tgz and SHA256SUMS)" >&2
+  exit 1
+fi
+if ! (cd "$subcharts" && sha256sum --check --quiet SHA256SUMS); then
+  echo "helm-check: the packaged subcharts in $subcharts do not match their SHA256SUMS" >&2
+  exit 1
+fi
+# "name version" per dependency; a version range fails here (set -e), since only the pinned
+# versions are tested.
+dependencies=$(node --input-type=module -e '
+import { readFileSync } from "node:fs";
+import { parse } from "yaml";
+const { dependencies = [] } = parse(readFileSync(process.argv[1], "utf8"));
 for (const { name, version } of dependencies) {
-  // "~1.3.0", "^5.4.0", "1.x.x" → the lowest version the constraint admits.
-  const stubVersion = String(version).replace(/^[~^=v\s]+/, '').replace(/[xX*]/g, '0');
-  if (!/^\d+\.\d+\.\d+$/.test(stubVersion)) throw new Error(`cannot stub ${name} ${version}`);
-  const dir = join(chart, 'charts', name);
-  mkdirSync(join(dir, 'templates'), { recursive: true });
-  writeFileSync(
-    join(dir, 'Chart.yaml'),
-    `apiVersion: v2\nname: ${name}\nversion: ${stubVersion}\ndescription: local stub of the ${name} chart for offline checks\n`,
-  );
-  writeFileSync(
-    join(dir, 'templates', 'stub.yaml'),
-    [
-      'apiVersion: v1',
-      'kind: ConfigMap',
-      'metadata:',
-      `  name: {{ .Release.Name }}-${name}-stub`,
-      '  namespace: {{ .Release.Namespace }}',
-      'data:',
-      '  values: {{ toJson .Values | quote }}',
-      '',
-    ].join('\n'),
-  );
-}
-JS
+  if (!/^\d+\.\d+\.\d+$/.test(String(version))) throw new Error(`${name}: pin an exact version, not ${version}`);
+  console.log(`${name} ${version}`);
+}' "$chart/Chart.yaml")
+mkdir -p "$chart/charts"
+while IFS=' ' read -r name version; do
+  package="$subcharts/$name-$version.tgz"
+  if [ ! -f "$package" ]; then
+    echo "helm-check: Chart.yaml needs $name $version, and $package is missing" >&2
+    exit 1
+  fi
+  cp "$package" "$chart/charts/"
+done <<<"$dependencies"
 
 status=0
 shopt -s nullglob
-values_files=("$chart"/ci/*.yaml)
+values_files=("$chart"/ci/*.yaml "$chart"/values-*.yaml)
 if [ ${#values_files[@]} -eq 0 ]; then
   echo "helm-check: no values files in charts/transferlab/ci/" >&2
   exit 1
@@ -81,14 +79,14 @@ for values in "${values_files[@]}"; do
   name=$(basename "$values")
   echo "== $name"
   if ! "$helm" lint --strict "$chart" -f "$values" --namespace transferlab; then
-    echo "helm-check: helm lint --strict failed with ci/$name" >&2
+    echo "helm-check: helm lint --strict failed with ${values#"$chart"/}" >&2
     status=1
     continue
   fi
   # Kubernetes 1.24 is the oldest the chart supports (gRPC probes): render for it.
   if ! "$helm" template transferlab "$chart" -f "$values" --namespace transferlab --kube-version 1.24.0 \
     >"$out/rendered/$name"; then
-    echo "helm-check: helm template failed with ci/$name" >&2
+    echo "helm-check: helm template failed with ${values#"$chart"/}" >&2
     status=1
     continue
   fi
@@ -98,6 +96,12 @@ echo "== validate rendered manifests"
 rendered=("$out"/rendered/*.yaml)
 if [ ${#rendered[@]} -gt 0 ]; then
   (cd "$repo" && node --import tsx scripts/validate-manifests.ts "${rendered[@]}") || status=1
+fi
+
+# With a real API server at hand, it checks every object too (dry run: nothing is stored).
+if [ -n "${TRANSFERLAB_KUBECONFIG:-}" ] && [ ${#rendered[@]} -gt 0 ]; then
+  echo "== server-side apply (dry run) against \$TRANSFERLAB_KUBECONFIG"
+  (cd "$repo" && node --import tsx scripts/server-side-apply.ts --namespace transferlab "${rendered[@]}") || status=1
 fi
 
 if [ $status -eq 0 ]; then

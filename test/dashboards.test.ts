@@ -2,14 +2,14 @@
 // deploy/grafana/dashboards.ts (`pnpm dashboards`): the committed files must be what it makes.
 import { describe, expect, it } from 'vitest';
 import { PROM } from '@transferlab/platform/telemetry-attributes';
-import { buildDashboards, dashboardExpressions, staleFiles } from '../deploy/grafana/dashboards.ts';
+import { DCGM, buildDashboards, dashboardExpressions, staleFiles } from '../deploy/grafana/dashboards.ts';
 
 describe('dashboards as code', () => {
   it('committed dashboards (deploy/grafana, the chart) and rules equal the generated ones', async () => {
     expect(await staleFiles(), 'run `pnpm dashboards` and commit the result').toEqual([]);
   });
 
-  it('builds the four dashboards, every panel querying metrics of the registry', () => {
+  it('builds the four dashboards, every panel querying metrics of the registry or of the DCGM exporter', () => {
     const uids = buildDashboards().map((board) => board.uid);
     expect(uids).toEqual([
       'transferlab-sweep-overview',
@@ -19,14 +19,18 @@ describe('dashboards as code', () => {
     ]);
     const expressions = dashboardExpressions();
     expect(expressions.length).toBeGreaterThan(15);
-    const known = Object.values(PROM);
+    const known: string[] = [...Object.values(PROM), ...Object.values(DCGM)];
     for (const { expr, promql, record } of expressions) {
       expect(promql, record).not.toContain('$');
-      const names = [...expr.matchAll(/\b(transferlab_[a-z0-9_]+|up)\b/g)].map((match) =>
+      const names = [...expr.matchAll(/\b(transferlab_[a-z0-9_]+|up|DCGM_FI_[A-Z0-9_]+)\b/g)].map((match) =>
         match[1]!.replace(/_(bucket|count|sum)$/, ''),
       );
       expect(names.length, record).toBeGreaterThan(0);
       for (const name of names) expect(known, `${record}: ${name}`).toContain(name);
     }
+    // GPU panels: utilisation and memory of the trainer pods' GPUs.
+    const gpu = expressions.filter((e) => e.expr.includes('DCGM_FI_'));
+    expect(gpu.map((e) => e.panel)).toEqual(['GPU utilisation per trainer', 'GPU memory used per trainer']);
+    for (const { expr } of gpu) expect(expr).toContain('container="trainer"');
   });
 });

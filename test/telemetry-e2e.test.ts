@@ -79,6 +79,31 @@ async function otlpReceiver(): Promise<{
   };
 }
 
+/**
+ * A fake DCGM exporter (NVIDIA's GPU metrics): this machine has no GPU, so nothing real can serve
+ * them. It serves the two series the GPU panels read, labelled as the real exporter labels a
+ * trainer pod's GPU with its Kubernetes mapping on, so that those panels' expressions are
+ * evaluated against data like the rest.
+ */
+async function fakeDcgmExporter(): Promise<{ target: string; close(): Promise<void> }> {
+  const labels =
+    'gpu="0",UUID="GPU-00000000-0000-0000-0000-000000000000",device="nvidia0",modelName="NVIDIA A100-SXM4-40GB",' +
+    'Hostname="gpu-node-1",namespace="transferlab",pod="tl-telemetry-0a1b2c3d-0123456789-a1-x7k2p",container="trainer"';
+  const server: Server = createServer((_request, response) => {
+    response
+      .writeHead(200, { 'content-type': 'text/plain; version=0.0.4' })
+      .end(
+        `# TYPE DCGM_FI_DEV_GPU_UTIL gauge\nDCGM_FI_DEV_GPU_UTIL{${labels}} 87\n` +
+          `# TYPE DCGM_FI_DEV_FB_USED gauge\nDCGM_FI_DEV_FB_USED{${labels}} 30512\n`,
+      );
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    target: `dcgm-exporter=127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
 interface PromResponse {
   status: string;
   error?: string;
@@ -89,6 +114,7 @@ describe('telemetry end to end', () => {
   let servers: RealServers;
   let services: Services;
   let otlp: Awaited<ReturnType<typeof otlpReceiver>>;
+  let dcgm: Awaited<ReturnType<typeof fakeDcgmExporter>> | undefined;
   let sweepId = '';
   let prometheusDir = '';
   let prometheus = '';
@@ -119,7 +145,13 @@ describe('telemetry end to end', () => {
     prometheusDir = join(work, 'prometheus');
     const { stdout } = await run(
       'bash',
-      [join(REPO, 'scripts/prometheus-start.sh'), prometheusDir, String(await freePort()), ...services.metricsTargets],
+      [
+        join(REPO, 'scripts/prometheus-start.sh'),
+        prometheusDir,
+        String(await freePort()),
+        ...services.metricsTargets,
+        (dcgm = await fakeDcgmExporter()).target,
+      ],
       { timeout: 180_000 },
     );
     prometheus = /^TRANSFERLAB_PROMETHEUS_URL=(\S+)$/m.exec(stdout)?.[1] ?? '';
@@ -131,6 +163,7 @@ describe('telemetry end to end', () => {
     await services?.stop();
     await servers?.stop();
     await otlp?.close();
+    await dcgm?.close();
   }, 60_000);
 
   it('every dashboard expression passes promtool check rules', async () => {

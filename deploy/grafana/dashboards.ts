@@ -37,6 +37,18 @@ const VARIABLE_VALUES: Record<string, string> = { sweep: '.+', arm: '.+', servic
 // ------------------------------------------------------------------ building blocks
 
 const m = PROM;
+/**
+ * NVIDIA's DCGM exporter (the GPU Operator installs it): not transferlab's metrics, so not in the
+ * registry. With its Kubernetes mapping on (the default there), each GPU's series carry the
+ * namespace, pod and container using it; trainer pods are `tl-<sweep>-...`, container `trainer`.
+ */
+export const DCGM = {
+  /** GPU utilisation, percent. */
+  gpuUtil: 'DCGM_FI_DEV_GPU_UTIL',
+  /** Frame buffer (GPU memory) used, MiB. */
+  framebufferUsed: 'DCGM_FI_DEV_FB_USED',
+} as const;
+const TRAINER_GPUS = { container: 'trainer', pod: 'tl-$sweep-.+' };
 /** A selector: `=~` for variables and alternatives, `=` otherwise; `extra` adds raw matchers. */
 const sel = (labels: Record<string, string>, extra: string[] = []): string =>
   `{${[
@@ -360,6 +372,30 @@ function trainingCurves(): dashboard.DashboardBuilder {
           },
         ],
         unit: 's',
+      }),
+    )
+    .withRow(new dashboard.RowBuilder('GPUs (DCGM exporter)'))
+    .withPanel(
+      timeseries({
+        title: 'GPU utilisation per trainer',
+        description:
+          'Percent of time each trainer pod’s GPU was busy, from NVIDIA’s DCGM exporter (empty without it, e.g. on CPU-only clusters). A trainer far below 100% waits on its input pipeline or the CPU.',
+        queries: [{ expr: `avg by (pod, gpu) (${DCGM.gpuUtil}${sel(TRAINER_GPUS)})`, legend: '{{pod}} GPU {{gpu}}' }],
+        unit: 'percent',
+        min: 0,
+        max: 100,
+      }),
+    )
+    .withPanel(
+      timeseries({
+        title: 'GPU memory used per trainer',
+        description:
+          'GPU memory (frame buffer) each trainer pod uses, from NVIDIA’s DCGM exporter. TensorFlow takes all of it unless TF_FORCE_GPU_ALLOW_GROWTH is set (values-gpu.yaml sets it).',
+        queries: [
+          { expr: `sum by (pod, gpu) (${DCGM.framebufferUsed}${sel(TRAINER_GPUS)})`, legend: '{{pod}} GPU {{gpu}}' },
+        ],
+        unit: 'mbytes',
+        min: 0,
       }),
     );
 }

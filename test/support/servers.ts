@@ -1,7 +1,8 @@
 // The real servers a cross-service test needs. scripts/test.sh starts them once and exports
 // their addresses; a test run on its own starts its own through the same scripts.
-import { execFile } from 'node:child_process';
-import { mkdtemp } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -74,4 +75,52 @@ export async function realServers(): Promise<RealServers> {
       for (const stop of stops) await stop().catch(() => undefined);
     },
   };
+}
+
+export interface ConfiguredNats {
+  url: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * A nats-server started from a configuration file's text (e.g. the Helm chart's rendered
+ * nats.conf), listening on loopback ports of its own, with `env` in its environment (config
+ * variables such as `$TRANSFERLAB_NATS_PASSWORD` resolve from it). `{{DIR}}` in the text is
+ * replaced by a fresh folder for its store and PID file. Resolves once JetStream is healthy.
+ */
+export async function startConfiguredNats(config: string, env: Record<string, string>): Promise<ConfiguredNats> {
+  const binary = ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server'].find((path) =>
+    existsSync(path),
+  );
+  if (!binary) throw new Error('nats-server is not installed (scripts/nats-start.sh installs it): cannot start NATS');
+  const dir = await mkdtemp(join(tmpdir(), 'tl-nats-config-'));
+  const file = join(dir, 'nats.conf');
+  await writeFile(file, config.replaceAll('{{DIR}}', dir));
+  const port = await freePort();
+  const monitor = await freePort();
+  const server = spawn(binary, ['-c', file, '-a', '127.0.0.1', '-p', String(port), '-m', String(monitor)], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let log = '';
+  server.stderr.on('data', (chunk: Buffer) => (log = (log + chunk.toString()).slice(-4000)));
+  const stop = async () => {
+    if (server.exitCode === null) {
+      server.kill('SIGTERM');
+      await new Promise((resolve) => server.once('exit', resolve));
+    }
+    await rm(dir, { recursive: true, force: true });
+  };
+  const until = Date.now() + 20_000;
+  for (;;) {
+    const healthy = await fetch(`http://127.0.0.1:${monitor}/healthz?js-enabled-only=true`)
+      .then((response) => response.ok)
+      .catch(() => false);
+    if (healthy) return { url: `nats://127.0.0.1:${port}`, stop };
+    if (server.exitCode !== null || Date.now() > until) {
+      await stop();
+      throw new Error(`nats-server from ${file} did not become healthy: ${log}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }

@@ -136,6 +136,8 @@ External: externalS3.existingSecret, else the Secret this chart makes from exter
 and externalS3.secretKey. Keys are never put in the ConfigMap.
 */}}
 {{- define "transferlab.s3SecretRef" -}}
+{{- /* Without an endpoint, that is the error to show first, whichever template asks. */}}
+{{- $_ := include "transferlab.s3Endpoint" . }}
 {{- if .Values.minio.enabled }}
 {{- $name := .Values.minio.existingSecret | default (include "transferlab.subchartFullname" (dict "root" . "chart" "minio" "values" .Values.minio)) }}
 {{- dict "name" $name "accessKey" "rootUser" "secretKey" "rootPassword" | toJson }}
@@ -148,7 +150,48 @@ and externalS3.secretKey. Keys are never put in the ConfigMap.
 {{- end }}
 {{- end }}
 
-{{/* Environment every service container gets besides the ConfigMap: the S3 keys, the interface, extraEnv. */}}
+{{/*
+The Secret with the user and password the bundled NATS server requires, generated once by
+templates/secret.yaml. Its name depends on the release name only, because the NATS subchart
+computes it too (through a `$tplYaml` value in values.yaml), where this chart's values are unseen.
+*/}}
+{{- define "transferlab.natsAuthSecretName" -}}
+{{- printf "%s-nats-auth" .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Where the NATS login comes from, as a dict (name, user, password: the Secret and its keys), or an
+empty dict when the NATS server takes no login (external NATS without externalNats.existingSecret).
+*/}}
+{{- define "transferlab.natsSecretRef" -}}
+{{- $_ := include "transferlab.natsUrl" . }}
+{{- if .Values.nats.enabled }}
+{{- dict "name" (include "transferlab.natsAuthSecretName" .) "user" "user" "password" "password" | toJson }}
+{{- else if .Values.externalNats.existingSecret }}
+{{- dict "name" .Values.externalNats.existingSecret "user" .Values.externalNats.userKey "password" .Values.externalNats.passwordKey | toJson }}
+{{- else }}
+{{- dict | toJson }}
+{{- end }}
+{{- end }}
+
+{{/* The NATS login as environment variables (none without one): services and trainers alike. */}}
+{{- define "transferlab.natsAuthEnv" -}}
+{{- $nats := include "transferlab.natsSecretRef" . | fromJson -}}
+{{- with $nats.name -}}
+- name: TRANSFERLAB_NATS_USER
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $nats.user }}
+- name: TRANSFERLAB_NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $nats.password }}
+{{- end }}
+{{- end }}
+
+{{/* Environment every service container gets besides the ConfigMap: the S3 keys, the NATS login, the interface, extraEnv. */}}
 {{- define "transferlab.commonEnv" -}}
 {{- $secret := include "transferlab.s3SecretRef" . | fromJson -}}
 - name: TRANSFERLAB_S3_ACCESS_KEY
@@ -161,6 +204,9 @@ and externalS3.secretKey. Keys are never put in the ConfigMap.
     secretKeyRef:
       name: {{ $secret.name }}
       key: {{ $secret.secretKey }}
+{{- with include "transferlab.natsAuthEnv" . }}
+{{ . }}
+{{- end }}
 - name: TRANSFERLAB_HOST
   value: "0.0.0.0"
 {{- with .Values.extraEnv }}
@@ -325,4 +371,16 @@ spec:
       targetPort: metrics
       protocol: TCP
       appProtocol: http
+{{- end }}
+
+{{/*
+A monitoring switch, (dict "root" $ "enabled" .Values.monitoring.podMonitor.enabled): "true" when
+on. `auto` is on when the cluster serves the Prometheus Operator's API (monitoring.coreos.com/v1):
+where its CRDs exist, the ServiceMonitor, PodMonitor and dashboards are wanted and can be created.
+*/}}
+{{- define "transferlab.monitoringOn" -}}
+{{- if eq (toString .enabled) "auto" }}
+{{- if .root.Capabilities.APIVersions.Has "monitoring.coreos.com/v1" }}true{{ end }}
+{{- else if .enabled }}true
+{{- end }}
 {{- end }}

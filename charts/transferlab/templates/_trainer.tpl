@@ -1,9 +1,14 @@
 {{/*
 The trainer Job's settings, handed to the controller's Kubernetes executor as environment
 variables (services/controller/src/config.ts reads them; the executor builds one batch/v1 Job
-per cell attempt from them). Values: .Values.trainer. Maps and lists (image pull secrets, node
-selector, tolerations, affinity) travel as JSON.
+per cell attempt from them). Values: .Values.trainer and .Values.kueue. Maps and lists (image
+pull secrets, node selector, tolerations, affinity, labels, env, volumes) travel as JSON.
 */}}
+
+{{/* The ConfigMap that owns every trainer Job: `helm uninstall` deletes it, and with it the Jobs. */}}
+{{- define "transferlab.jobOwnerName" -}}
+{{- printf "%s-trainer-jobs" (include "transferlab.fullname" .) }}
+{{- end }}
 {{- define "transferlab.trainerJobEnv" -}}
 {{- $t := .Values.trainer }}
 {{- $secret := include "transferlab.s3SecretRef" . | fromJson -}}
@@ -63,4 +68,28 @@ selector, tolerations, affinity) travel as JSON.
   value: {{ $t.terminationGracePeriodSeconds | quote }}
 - name: TRANSFERLAB_K8S_PENDING_TIMEOUT_SECONDS
   value: {{ $t.pendingTimeoutSeconds | quote }}
+{{- $labels := deepCopy $t.labels }}
+{{- with .Values.kueue.queueName }}
+{{- $_ := set $labels "kueue.x-k8s.io/queue-name" . }}
+{{- end }}
+- name: TRANSFERLAB_K8S_LABELS
+  value: {{ $labels | toJson | quote }}
+- name: TRANSFERLAB_K8S_ANNOTATIONS
+  value: {{ $t.annotations | toJson | quote }}
+{{- /* The NATS login first, then the user's variables. */}}
+{{- $env := concat (include "transferlab.natsAuthEnv" . | fromYamlArray | default list) ($t.env | default list) }}
+- name: TRANSFERLAB_K8S_ENV
+  {{- /* sprig's concat of two empty lists is nil, which toJson writes as null. */}}
+  value: {{ if $env }}{{ $env | toJson | quote }}{{ else }}"[]"{{ end }}
+- name: TRANSFERLAB_K8S_VOLUMES
+  value: {{ $t.volumes | toJson | quote }}
+- name: TRANSFERLAB_K8S_VOLUME_MOUNTS
+  value: {{ $t.volumeMounts | toJson | quote }}
+{{- if .Values.kueue.queueName }}
+# Kueue admits a Job by unsuspending it; created running, it would start before admission.
+- name: TRANSFERLAB_K8S_SUSPEND
+  value: "true"
+{{- end }}
+- name: TRANSFERLAB_K8S_JOB_OWNER
+  value: {{ include "transferlab.jobOwnerName" . | quote }}
 {{- end }}

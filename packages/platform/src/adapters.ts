@@ -14,10 +14,20 @@ export function openStore(env: NodeJS.ProcessEnv = process.env): ObjectStore {
   return new LocalFolderStore(env.TRANSFERLAB_STORE ?? '.transferlab/store');
 }
 
-/** The bus: NATS JetStream at TRANSFERLAB_NATS_URL, else in-process (useful only inside one process). */
+/**
+ * The bus: NATS JetStream at TRANSFERLAB_NATS_URL (logging in as TRANSFERLAB_NATS_USER with
+ * TRANSFERLAB_NATS_PASSWORD when set), else in-process (useful only inside one process).
+ */
 export async function openBus(name: string, env: NodeJS.ProcessEnv = process.env): Promise<Bus> {
   if (env.TRANSFERLAB_NATS_URL) {
-    return connectNatsBus({ servers: env.TRANSFERLAB_NATS_URL.split(','), name, waitOnFirstConnect: true });
+    return connectNatsBus({
+      servers: env.TRANSFERLAB_NATS_URL.split(','),
+      name,
+      waitOnFirstConnect: true,
+      ...(env.TRANSFERLAB_NATS_USER
+        ? { user: env.TRANSFERLAB_NATS_USER, pass: env.TRANSFERLAB_NATS_PASSWORD ?? '' }
+        : {}),
+    });
   }
   return createInProcessBus();
 }

@@ -80,6 +80,9 @@ export interface NatsBusOptions {
   servers: string | string[];
   /** The connection's name as the server reports it, e.g. the service name. */
   name: string;
+  /** The login, when the server asks for one (the Helm chart's bundled NATS does). */
+  user?: string;
+  pass?: string;
   streams?: {
     /** The events stream. Defaults: 7 days max age, no size limit, file storage, 1 replica. */
     events?: StreamLimits;
@@ -128,6 +131,7 @@ export async function connectNatsBus(options: NatsBusOptions): Promise<Bus> {
     nc = await connect({
       servers,
       name: options.name,
+      ...(options.user !== undefined ? { user: options.user, pass: options.pass } : {}),
       timeout,
       // Never give up: a service outlives a NATS restart or a rolling upgrade.
       maxReconnectAttempts: -1,

@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import * as z from 'zod';
 import { portSchema } from '@transferlab/platform';
-import type { TrainerJobSettings } from '@transferlab/runner/controller/kubernetes-job';
+import { ANNOTATIONS, LABELS, type TrainerJobSettings } from '@transferlab/runner/controller/kubernetes-job';
 
 export const DEFAULT_PORT = 50060;
 
@@ -86,6 +86,21 @@ export const controllerConfig = {
   k8sTerminationGracePeriodSeconds: nonNegativeInt.optional(),
   /** How long a trainer may wait to start (no free GPU, image pull) before its cell fails. */
   k8sPendingTimeoutSeconds: positiveInt.default(1800),
+  /** JSON maps: extra labels and annotations of every trainer Job and pod (e.g. Kueue's queue-name label). */
+  k8sLabels: json(z.record(z.string(), z.string())).optional(),
+  k8sAnnotations: json(z.record(z.string(), z.string())).optional(),
+  /** JSON list of EnvVar (name with value or valueFrom): extra trainer environment, e.g. the NATS login. */
+  k8sEnv: json(z.array(z.looseObject({ name: z.string().min(1) }))).optional(),
+  /** JSON lists of Volume and VolumeMount: extra trainer volumes. */
+  k8sVolumes: json(z.array(z.looseObject({ name: z.string().min(1) }))).optional(),
+  k8sVolumeMounts: json(z.array(z.looseObject({ name: z.string().min(1), mountPath: z.string().min(1) }))).optional(),
+  /** Create trainer Jobs suspended, for a queue (Kueue) to start them. */
+  k8sSuspend: z
+    .enum(['true', 'false'])
+    .transform((text) => text === 'true')
+    .optional(),
+  /** A ConfigMap of the namespace that owns every trainer Job (its deletion deletes them). */
+  k8sJobOwner: z.string().min(1).optional(),
 };
 
 export type ControllerConfig = z.output<z.ZodObject<typeof controllerConfig>>;
@@ -105,6 +120,16 @@ export function trainerJobSettings(config: ControllerConfig, namespace: string):
   };
   const some = <T extends object>(value: T | undefined): T | undefined =>
     value && Object.keys(value).length > 0 ? value : undefined;
+  // The executor finds its Jobs by its own labels: refuse extras that would replace them, at start.
+  for (const [variable, extra, own] of [
+    ['TRANSFERLAB_K8S_LABELS', config.k8sLabels, Object.values(LABELS)],
+    ['TRANSFERLAB_K8S_ANNOTATIONS', config.k8sAnnotations, Object.values(ANNOTATIONS)],
+  ] as const) {
+    const taken = Object.keys(extra ?? {}).filter((key) => (own as readonly string[]).includes(key));
+    if (taken.length > 0) {
+      throw new Error(`invalid configuration:\n  ${variable}: ${taken.join(', ')} set by the controller itself`);
+    }
+  }
   return {
     namespace,
     instance: config.k8sInstance,
@@ -127,5 +152,11 @@ export function trainerJobSettings(config: ControllerConfig, namespace: string):
     activeDeadlineSeconds: config.k8sActiveDeadlineSeconds || undefined,
     ttlSecondsAfterFinished: config.k8sTtlSecondsAfterFinished,
     terminationGracePeriodSeconds: config.k8sTerminationGracePeriodSeconds,
+    labels: some(config.k8sLabels),
+    annotations: some(config.k8sAnnotations),
+    extraEnv: some(config.k8sEnv) as TrainerJobSettings['extraEnv'],
+    volumes: some(config.k8sVolumes) as TrainerJobSettings['volumes'],
+    volumeMounts: some(config.k8sVolumeMounts) as TrainerJobSettings['volumeMounts'],
+    suspend: config.k8sSuspend,
   };
 }

@@ -13,10 +13,15 @@ import {
   startGrpcServer,
 } from '@transferlab/platform';
 import { startTelemetry } from '@transferlab/platform/telemetry';
-import { KubernetesExecutor, inClusterNamespace } from '@transferlab/runner/controller/kubernetes-executor';
+import {
+  KubernetesExecutor,
+  defaultKubeConfig,
+  inClusterNamespace,
+} from '@transferlab/runner/controller/kubernetes-executor';
 import { ProcessExecutor } from '@transferlab/runner/controller/process-executor';
 import { SweepController } from '@transferlab/runner/controller/sweep-controller';
 import { controllerConfig, trainerJobSettings } from './config.ts';
+import { jobOwnerReference } from './job-owner.ts';
 import { SERVICE_NAME, createServer, sweepServiceRegistration } from './server.ts';
 import { GrpcCellSteps } from './steps-client.ts';
 
@@ -39,10 +44,18 @@ async function main(): Promise<void> {
   });
   // Running trainers serve their metrics on the ports after the controller's (9464: 9465, 9466, ...).
   const metricsPort = telemetry.metricsPort;
+  let jobSettings;
+  if (config.executor === 'kubernetes') {
+    jobSettings = trainerJobSettings(config, config.k8sNamespace ?? inClusterNamespace() ?? 'default');
+    if (config.k8sJobOwner) {
+      const owner = await jobOwnerReference(defaultKubeConfig(), jobSettings.namespace, config.k8sJobOwner);
+      jobSettings.ownerReferences = [owner];
+    }
+  }
   const executor =
-    config.executor === 'kubernetes'
+    jobSettings !== undefined
       ? new KubernetesExecutor({
-          settings: trainerJobSettings(config, config.k8sNamespace ?? inClusterNamespace() ?? 'default'),
+          settings: jobSettings,
           pendingTimeoutMs: config.k8sPendingTimeoutSeconds * 1000,
           onStatus: (cellId, status) => log.info({ cellId, ...status }, 'trainer status'),
           log: (message, fields) => log.info(fields ?? {}, message),

@@ -201,4 +201,64 @@ describe('buildTrainerJob', () => {
     expect(container.volumeMounts).toEqual([{ name: 'tmp', mountPath: '/tmp' }]);
     expect(pod.volumes).toEqual([{ name: 'tmp', emptyDir: {} }]);
   });
+
+  it('adds extra labels, annotations, env, volumes, an owner and suspension from the settings (the chart values)', () => {
+    const settings: TrainerJobSettings = {
+      ...full,
+      labels: { 'kueue.x-k8s.io/queue-name': 'gpu-queue', team: 'vision' },
+      annotations: { 'example.com/cost-centre': 'ml-42' },
+      extraEnv: [
+        { name: 'TRANSFERLAB_NATS_PASSWORD', valueFrom: { secretKeyRef: { name: 'tl-nats-auth', key: 'password' } } },
+        { name: 'HF_HOME', value: '/cache' },
+      ],
+      volumes: [{ name: 'dshm', emptyDir: { medium: 'Memory' } }],
+      volumeMounts: [{ name: 'dshm', mountPath: '/dev/shm' }],
+      suspend: true,
+      ownerReferences: [
+        { apiVersion: 'v1', kind: 'ConfigMap', name: 'tl-trainer-jobs', uid: 'c0ffee00-0000-4000-8000-000000000001' },
+      ],
+    };
+    const job = buildTrainerJob(byName('AnB n=1 seed=1'), { sweepId: 'sw', attempt: 1, settings });
+    expect(() => new Job(job as ConstructorParameters<typeof Job>[0]).validate()).not.toThrow();
+    expect(job.spec!.suspend).toBe(true);
+    expect(job.metadata!.ownerReferences).toEqual(settings.ownerReferences);
+    for (const metadata of [job.metadata!, job.spec!.template.metadata!]) {
+      expect(metadata.labels).toMatchObject({ 'kueue.x-k8s.io/queue-name': 'gpu-queue', team: 'vision' });
+      expect(metadata.labels![LABELS.managedBy]).toBe('transferlab-controller');
+      expect(metadata.annotations).toMatchObject({ 'example.com/cost-centre': 'ml-42', [ANNOTATIONS.sweepId]: 'sw' });
+    }
+    const pod = job.spec!.template.spec!;
+    const container = pod.containers[0]!;
+    expect(container.env).toContainEqual(settings.extraEnv![0]);
+    expect(container.env).toContainEqual({ name: 'HF_HOME', value: '/cache' });
+    expect(container.env).toContainEqual({ name: 'TF_FORCE_GPU_ALLOW_GROWTH', value: 'true' });
+    expect(pod.volumes).toEqual([
+      { name: 'tmp', emptyDir: {} },
+      { name: 'dshm', emptyDir: { medium: 'Memory' } },
+    ]);
+    expect(container.volumeMounts).toEqual([
+      { name: 'tmp', mountPath: '/tmp' },
+      { name: 'dshm', mountPath: '/dev/shm' },
+    ]);
+    // Without them, none of it appears.
+    const plain = buildTrainerJob(byName('AnB n=1 seed=1'), { sweepId: 'sw', attempt: 1, settings: minimal });
+    expect(plain.spec!.suspend).toBeUndefined();
+    expect(plain.metadata!.ownerReferences).toBeUndefined();
+  });
+
+  it('refuses extras that would replace what the executor relies on', () => {
+    const cell = byName('baseA seed=1');
+    const build = (extra: Partial<TrainerJobSettings>) => () =>
+      buildTrainerJob(cell, { sweepId: 'sw', attempt: 1, settings: { ...full, ...extra } });
+    expect(build({ labels: { [LABELS.instance]: 'other' } })).toThrow(
+      /app.kubernetes.io\/instance is set by the controller/,
+    );
+    expect(build({ annotations: { [ANNOTATIONS.cellId]: 'x' } })).toThrow(/annotation transferlab.io\/cell-id/);
+    expect(build({ labels: { team: 'not a label value' } })).toThrow(/is not a label value/);
+    expect(build({ extraEnv: [{ name: 'TRANSFERLAB_S3_SECRET_KEY', value: 'inline' }] })).toThrow(
+      /TRANSFERLAB_S3_SECRET_KEY is set twice/,
+    );
+    expect(build({ volumes: [{ name: 'tmp', emptyDir: {} }] })).toThrow(/volume tmp is declared twice/);
+    expect(build({ volumeMounts: [{ name: 'data', mountPath: '/data' }] })).toThrow(/names no volume data/);
+  });
 });

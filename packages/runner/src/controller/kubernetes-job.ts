@@ -1,7 +1,15 @@
 // The batch/v1 Job that trains one cell on a cluster: the manifest, its name and its labels.
 // Pure data: nothing here talks to an API server (kubernetes-executor.ts does).
 import { createHash } from 'node:crypto';
-import type { V1Affinity, V1EnvVar, V1Job, V1Toleration } from '@kubernetes/client-node';
+import type {
+  V1Affinity,
+  V1EnvVar,
+  V1Job,
+  V1OwnerReference,
+  V1Toleration,
+  V1Volume,
+  V1VolumeMount,
+} from '@kubernetes/client-node';
 import type { Cell } from '@transferlab/experiment';
 
 /** How every trainer Job is shaped: the Helm chart's `trainer` values, passed to the controller as TRANSFERLAB_K8S_*. */
@@ -43,6 +51,18 @@ export interface TrainerJobSettings {
   env?: Record<string, string>;
   /** The non-root user and group the trainer runs as. Default 10001, the images' user. */
   runAsUser?: number;
+  /** Extra labels and annotations on the Job and its pod (a queue, a cost centre); they may not replace the executor's own. */
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  /** Extra variables for every trainer, secret references included (after `env`; no name twice). */
+  extraEnv?: V1EnvVar[];
+  /** Extra pod volumes and their mounts in the trainer container (besides /tmp). */
+  volumes?: V1Volume[];
+  volumeMounts?: V1VolumeMount[];
+  /** Create the Job suspended, for a queue (Kueue) to start it when it admits it. */
+  suspend?: boolean;
+  /** The Job's owners: the garbage collector deletes the Job when they go (`helm uninstall`). */
+  ownerReferences?: V1OwnerReference[];
 }
 
 export const TRAINER_CONTAINER = 'trainer';
@@ -147,7 +167,7 @@ export function buildTrainerJob(
 ): V1Job {
   const { sweepId, attempt, settings } = options;
   const name = trainerJobName(sweepId, cell.id, attempt);
-  const labels: Record<string, string> = {
+  const own: Record<string, string> = {
     [LABELS.name]: 'transferlab',
     [LABELS.component]: 'trainer',
     ...trainerSelector(settings, sweepId, cell.id),
@@ -155,16 +175,18 @@ export function buildTrainerJob(
     [LABELS.seed]: String(cell.seed),
     [LABELS.attempt]: String(attempt),
   };
-  if (cell.n !== undefined) labels[LABELS.n] = String(cell.n);
+  if (cell.n !== undefined) own[LABELS.n] = String(cell.n);
+  // The executor finds its Jobs by its own labels: extra ones may add, never replace.
+  const labels = withExtras('label', own, settings.labels);
   for (const [key, value] of Object.entries(labels)) {
     if (!LABEL_VALUE.test(value) || value.length > MAX_NAME)
       throw new Error(`label ${key}='${value}' is not a label value`);
   }
-  const annotations = {
-    [ANNOTATIONS.cellName]: cell.name,
-    [ANNOTATIONS.cellId]: cell.id,
-    [ANNOTATIONS.sweepId]: sweepId,
-  };
+  const annotations = withExtras(
+    'annotation',
+    { [ANNOTATIONS.cellName]: cell.name, [ANNOTATIONS.cellId]: cell.id, [ANNOTATIONS.sweepId]: sweepId },
+    settings.annotations,
+  );
 
   const env: V1EnvVar[] = [];
   if (settings.s3Secret) {
@@ -175,6 +197,21 @@ export function buildTrainerJob(
     );
   }
   for (const [key, value] of Object.entries({ ...settings.env, ...options.env })) env.push({ name: key, value });
+  for (const variable of settings.extraEnv ?? []) {
+    if (env.some((known) => known.name === variable.name))
+      throw new Error(`trainer env ${variable.name} is set twice (extra env may not replace the executor's)`);
+    env.push(variable);
+  }
+  const volumes: V1Volume[] = [{ name: 'tmp', emptyDir: {} }, ...(settings.volumes ?? [])];
+  const volumeMounts: V1VolumeMount[] = [{ name: 'tmp', mountPath: '/tmp' }, ...(settings.volumeMounts ?? [])];
+  for (const [index, volume] of volumes.entries()) {
+    if (volumes.findIndex((other) => other.name === volume.name) !== index)
+      throw new Error(`trainer volume ${volume.name} is declared twice`);
+  }
+  for (const mount of volumeMounts) {
+    if (!volumes.some((volume) => volume.name === mount.name))
+      throw new Error(`trainer volume mount ${mount.mountPath} names no volume ${mount.name}`);
+  }
 
   const limits: Record<string, string> = { ...settings.resources?.limits };
   if (settings.gpus > 0) limits[settings.gpuResource ?? 'nvidia.com/gpu'] = String(settings.gpus);
@@ -184,9 +221,16 @@ export function buildTrainerJob(
   return {
     apiVersion: 'batch/v1',
     kind: 'Job',
-    metadata: { name, namespace: settings.namespace, labels, annotations },
+    metadata: {
+      name,
+      namespace: settings.namespace,
+      labels,
+      annotations,
+      ...(settings.ownerReferences?.length ? { ownerReferences: settings.ownerReferences } : {}),
+    },
     spec: {
       backoffLimit: 0,
+      ...(settings.suspend ? { suspend: true } : {}),
       ...(settings.activeDeadlineSeconds !== undefined
         ? { activeDeadlineSeconds: settings.activeDeadlineSeconds }
         : {}),
@@ -214,7 +258,7 @@ export function buildTrainerJob(
             fsGroup: user,
             seccompProfile: { type: 'RuntimeDefault' },
           },
-          volumes: [{ name: 'tmp', emptyDir: {} }],
+          volumes,
           containers: [
             {
               name: TRAINER_CONTAINER,
@@ -235,7 +279,7 @@ export function buildTrainerJob(
                 privileged: false,
                 capabilities: { drop: ['ALL'] },
               },
-              volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }],
+              volumeMounts,
               // A failed trainer's last log lines become its termination message: the executor
               // puts them in the cell's error without reading pod logs.
               terminationMessagePolicy: 'FallbackToLogsOnError',
@@ -245,4 +289,16 @@ export function buildTrainerJob(
       },
     },
   };
+}
+
+/** `own` plus `extra` entries; an extra key that would replace one of `own` is an error. */
+function withExtras(
+  what: 'label' | 'annotation',
+  own: Record<string, string>,
+  extra: Record<string, string> | undefined,
+): Record<string, string> {
+  for (const key of Object.keys(extra ?? {})) {
+    if (key in own) throw new Error(`trainer ${what} ${key} is set by the controller and cannot be given as an extra`);
+  }
+  return { ...extra, ...own };
 }

@@ -1,22 +1,28 @@
-// Training throughput of transferlab's 'small' net against PyTorch training the same net, one
-// thread each, same input shape, batch size, optimizer and synthetic data, in one run.
+// Training throughput of transferlab's 'small' net against PyTorch training the same net: same
+// input shape, batch size, optimizer and synthetic data, in one run. transferlab runs on every
+// backend that loads here (wasm, and tensorflow once scripts/tfjs-node-install.sh has built
+// tfjs-node), each with one thread and with all cores, against PyTorch at the same thread count.
 //
-//   bash scripts/bench-peer-setup.sh            # once: python3-torch and an unpacked OpenBLAS
-//   node_modules/.bin/tsx bench/train-vs-pytorch.ts [--steps N] [--warmup N] [--reference-blas]
+//   bash scripts/bench-peer-setup.sh            # once: torch 2.x in a cached venv (and Debian's 1.13)
+//   node_modules/.bin/tsx bench/train-vs-pytorch.ts [--steps N] [--warmup N] [--all-cores N]
+//                                                   [--peer torch2|debian] [--reference-blas]
 //
-// transferlab side: selectBackend() (wasm with our conv gradient kernels here), buildNet() and
+// transferlab side: selectBackend() (forced by TRANSFERLAB_BACKEND per child), buildNet() and
 // one epoch of train() over synthetic uint8 batches, so what is timed is the loop users get
 // (uint8 -> float conversion, dropout masks, momentum SGD with weight decay, loss read back).
-// PyTorch side: bench/peer/small_net_torch.py, the same architecture in torch 1.13 with
-// set_num_threads(1), OpenBLAS (pthread build) for its dense layers, oneDNN for its convs.
+// PyTorch side: bench/peer/small_net_torch.py, the same architecture; by default torch 2.x from
+// PyPI (MKL for its dense layers, oneDNN for its convs), or with --peer debian, Debian's torch
+// 1.13 with an unpacked OpenBLAS.
 //
-// Every measurement runs in its own child process, so peak RSS is that of one configuration,
-// and the two sides of a configuration run back to back, so a change in machine load hits both
-// about equally. Besides wall-clock img/s, each side reports images per CPU-second of its own
-// process: both are meant to use one core, so that figure barely moves when other jobs compete
-// for the CPU, and the CPU-time ratio is the one to trust on a loaded machine.
+// Threads are held by environment in every child: OMP/OpenBLAS/MKL for torch (plus
+// torch.set_num_threads), TF_NUM_INTRAOP_THREADS/TF_NUM_INTEROP_THREADS for libtensorflow. wasm
+// is single-threaded in Node, so its all-cores figure is its one-thread one. Each measurement
+// runs in its own child process, so peak RSS is that of one configuration, and the sides of a
+// configuration run back to back, so a change in machine load hits them about equally. Each
+// side also reports images per CPU-second of its own process and how many cores it kept busy
+// (CPU-s / s): on a loaded machine the per-core CPU-time ratio is the one to trust.
 //
-// Ratios are transferlab / PyTorch: below 1 means transferlab is slower.
+// Ratios are transferlab / PyTorch at the same thread count: below 1 means transferlab is slower.
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import os from 'node:os';
@@ -25,7 +31,9 @@ import { fileURLToPath } from 'node:url';
 import { buildNet, selectBackend, train, type Batch, type TrainData } from '@transferlab/nn';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const PYTHON = '/usr/bin/python3';
+const DEBIAN_PYTHON = '/usr/bin/python3';
+/** The PyTorch 2.x that scripts/bench-peer-setup.sh installs from PyPI; keep the two in step. */
+const TORCH2_VERSION = '2.15.0';
 const PEER_SCRIPT = path.join(REPO, 'bench', 'peer', 'small_net_torch.py');
 const DEFAULT_CACHE = path.join(REPO, 'node_modules', '.cache', 'transferlab-bench');
 
@@ -67,6 +75,7 @@ interface PeerReport extends Measurement {
   torch: string;
   threads: number;
   blasLoaded: string[];
+  blasBuild: string;
 }
 
 const CONFIGS: NetConfig[] = [
@@ -180,17 +189,30 @@ async function runWorker(job: Job): Promise<OursReport> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The parent: checks the peer, runs every job on both sides, prints the table.
+// ---------------------------------------------------------------------------------------------
+// The parent: checks the peer, runs every job on every side, prints the table.
+
+type OurBackend = 'wasm' | 'tensorflow';
+type Peer = 'torch2' | 'debian';
 
 interface Options {
   warmup: number;
   /** Overrides STEPS when given. */
   steps: number | undefined;
   referenceBlas: boolean;
+  peer: Peer;
+  /** Threads for the all-cores runs; 1 skips them. */
+  allCores: number;
 }
 
 function parseOptions(argv: string[]): Options {
-  const options: Options = { warmup: 3, steps: undefined, referenceBlas: false };
+  const options: Options = {
+    warmup: 3,
+    steps: undefined,
+    referenceBlas: false,
+    peer: 'torch2',
+    allCores: os.availableParallelism(),
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const int = (): number => {
@@ -201,8 +223,16 @@ function parseOptions(argv: string[]): Options {
     // At least one warm-up step: the clock starts when the last one returns.
     if (arg === '--warmup') options.warmup = Math.max(1, int());
     else if (arg === '--steps') options.steps = Math.max(1, int());
+    else if (arg === '--all-cores') options.allCores = Math.max(1, int());
     else if (arg === '--reference-blas') options.referenceBlas = true;
-    else throw new Error(`unknown argument '${arg}' (use --steps N, --warmup N, --reference-blas)`);
+    else if (arg === '--peer') {
+      const peer = argv[++i];
+      if (peer !== 'torch2' && peer !== 'debian') throw new Error(`--peer takes torch2 or debian, got '${peer}'`);
+      options.peer = peer;
+    } else
+      throw new Error(
+        `unknown argument '${arg}' (use --steps N, --warmup N, --all-cores N, --peer torch2|debian, --reference-blas)`,
+      );
   }
   return options;
 }
@@ -257,15 +287,36 @@ function openblasDir(): string | undefined {
   return undefined;
 }
 
-function peerEnv(blasDir: string | undefined): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    // One thread everywhere torch could spawn some: OpenMP (ATen, oneDNN) and OpenBLAS's own
-    // pthreads, which torch.set_num_threads does not govern.
-    OMP_NUM_THREADS: '1',
-    OPENBLAS_NUM_THREADS: '1',
-    MKL_NUM_THREADS: '1',
+/** The PyTorch 2.x venv that scripts/bench-peer-setup.sh makes, or TRANSFERLAB_TORCH_PYTHON. */
+function torch2Python(): string {
+  const explicit = process.env['TRANSFERLAB_TORCH_PYTHON'];
+  if (explicit !== undefined && explicit !== '') return explicit;
+  const cache = process.env['TRANSFERLAB_CACHE'] ?? path.join(os.homedir(), '.cache', 'transferlab');
+  return path.join(cache, `torch-${TORCH2_VERSION}`, 'venv', 'bin', 'python');
+}
+
+/** Environment that holds a process to `threads` threads in every pool it could start. */
+function threadEnv(base: NodeJS.ProcessEnv, threads: number): NodeJS.ProcessEnv {
+  const n = String(threads);
+  return {
+    ...base,
+    // OpenMP (ATen, oneDNN), OpenBLAS's own pthreads and MKL, which torch.set_num_threads does
+    // not all govern; libtensorflow's intra-op pool, and its inter-op pool held to one thread
+    // when per core.
+    OMP_NUM_THREADS: n,
+    OPENBLAS_NUM_THREADS: n,
+    MKL_NUM_THREADS: n,
+    TF_NUM_INTRAOP_THREADS: n,
+    TF_NUM_INTEROP_THREADS: threads === 1 ? '1' : n,
+    // libgomp's workers spin while they wait; on a machine shared with other jobs that spinning
+    // steals the cores they wait for, and torch at 2 threads fell from 460 to 40 img/s here.
+    // Passive waiting is what a shared machine needs.
+    OMP_WAIT_POLICY: 'PASSIVE',
   };
+}
+
+function peerEnv(blasDir: string | undefined): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
   if (blasDir !== undefined) {
     const previous = process.env['LD_LIBRARY_PATH'];
     env['LD_LIBRARY_PATH'] = previous ? `${blasDir}:${previous}` : blasDir;
@@ -273,35 +324,39 @@ function peerEnv(blasDir: string | undefined): NodeJS.ProcessEnv {
   return env;
 }
 
-function describeBlas(loaded: string[]): string {
-  if (loaded.length === 0) return 'none mapped';
+function describeBlas(loaded: string[], build: string): string {
   if (loaded.some((p) => /openblas/i.test(p))) {
     const lib = loaded.find((p) => /libopenblas/i.test(p)) ?? loaded[0] ?? '';
     return `OpenBLAS (${path.basename(lib)}${/pthread/.test(lib) ? ', pthread build' : ''})`;
   }
   if (loaded.some((p) => p.includes('/blas/libblas'))) return 'reference BLAS (Debian libblas3)';
-  return loaded.map((p) => path.basename(p)).join(', ');
+  // The PyPI wheels link MKL into libtorch_cpu, so no CPU BLAS library is mapped; the cuBLAS
+  // ones they map serve only CUDA tensors.
+  const cpu = loaded.filter((p) => !/cublas/i.test(p));
+  if (cpu.length === 0) return build === 'mkl' ? 'MKL (linked into libtorch_cpu)' : `none mapped (build: ${build})`;
+  return cpu.map((p) => path.basename(p)).join(', ');
 }
 
-async function measureOurs(job: Job): Promise<OursReport> {
+async function measureOurs(job: Job, backend: OurBackend, threads: number): Promise<OursReport> {
   const self = fileURLToPath(import.meta.url);
+  const env = threadEnv({ ...process.env, TRANSFERLAB_BACKEND: backend }, threads);
   // process.execArgv carries tsx's loader flags, so the child runs this file as TypeScript too.
-  const result = await run(process.execPath, [...process.execArgv, self, '--worker', JSON.stringify(job)], process.env);
-  if (result.code !== 0)
-    lastJson({ ...result, stdout: '' }, `transferlab worker (${job.config.label}, batch ${job.batch})`);
-  return lastJson(result, 'transferlab worker') as unknown as OursReport;
+  const result = await run(process.execPath, [...process.execArgv, self, '--worker', JSON.stringify(job)], env);
+  const what = `transferlab worker on ${backend} (${job.config.label}, batch ${job.batch}, ${threads} threads)`;
+  if (result.code !== 0) lastJson({ ...result, stdout: '' }, what);
+  return lastJson(result, what) as unknown as OursReport;
 }
 
-async function measurePeer(job: Job, env: NodeJS.ProcessEnv): Promise<PeerReport> {
+async function measurePeer(python: string, job: Job, env: NodeJS.ProcessEnv, threads: number): Promise<PeerReport> {
   const { height, width, channels, classes, netWidth } = job.config;
   const args = [
     PEER_SCRIPT,
     ...['--height', height, '--width', width, '--channels', channels, '--classes', classes].map(String),
     ...['--net-width', netWidth, '--batch', job.batch, '--warmup', job.warmup, '--steps', job.steps].map(String),
-    ...['--seed', String(job.seed)],
+    ...['--seed', String(job.seed), '--threads', String(threads)],
   ];
-  const result = await run(PYTHON, args, env);
-  const what = `PyTorch peer (${job.config.label}, batch ${job.batch})`;
+  const result = await run(python, args, threadEnv(env, threads));
+  const what = `PyTorch peer (${job.config.label}, batch ${job.batch}, ${threads} threads)`;
   if (result.code !== 0) lastJson({ ...result, stdout: '' }, what);
   const raw = lastJson(result, what);
   return {
@@ -316,25 +371,36 @@ async function measurePeer(job: Job, env: NodeJS.ProcessEnv): Promise<PeerReport
     torch: raw['torch'] as string,
     threads: raw['threads'] as number,
     blasLoaded: raw['blas_loaded'] as string[],
+    blasBuild: raw['blas_build'] as string,
   };
 }
 
-async function torchStatus(env: NodeJS.ProcessEnv): Promise<string | undefined> {
-  if (!existsSync(PYTHON)) return undefined;
-  const probe = await run(PYTHON, ['-c', 'import torch; print(torch.__version__)'], env);
+async function torchStatus(python: string, env: NodeJS.ProcessEnv): Promise<string | undefined> {
+  if (!existsSync(python)) return undefined;
+  const probe = await run(python, ['-c', 'import torch; print(torch.__version__)'], env);
   return probe.code === 0 ? probe.stdout.trim() : undefined;
 }
 
 const mib = (bytes: number): string => `${Math.round(bytes / 2 ** 20)} MiB`;
 const rate = (value: number): string => (value >= 100 ? value.toFixed(0) : value.toFixed(1));
 const ratio = (value: number): string => value.toFixed(value >= 1 ? 2 : 3);
+const geomean = (values: number[]): number => Math.exp(values.reduce((sum, v) => sum + Math.log(v), 0) / values.length);
 
-function table(header: string[], rows: string[][]): string {
+function table(header: string[], rows: string[][], leftColumns: number): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string =>
-    `| ${cells.map((c, i) => (i < 2 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join(' | ')} |`;
-  const rule = `|${widths.map((w, i) => (i < 2 ? `:${'-'.repeat(w + 1)}` : `${'-'.repeat(w + 1)}:`)).join('|')}|`;
+    `| ${cells.map((c, i) => (i < leftColumns ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join(' | ')} |`;
+  const rule = `|${widths.map((w, i) => (i < leftColumns ? `:${'-'.repeat(w + 1)}` : `${'-'.repeat(w + 1)}:`)).join('|')}|`;
   return [line(header), rule, ...rows.map(line)].join('\n');
+}
+
+interface Row {
+  config: string;
+  batch: number;
+  threads: number;
+  side: string;
+  report: Measurement;
+  peer: Measurement;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -345,17 +411,20 @@ async function main(argv: string[]): Promise<number> {
   }
   const options = parseOptions(argv);
 
-  const blasDir = openblasDir();
+  const python = options.peer === 'torch2' ? torch2Python() : DEBIAN_PYTHON;
+  // Debian's torch 1.13 needs the unpacked OpenBLAS to be a fair peer; the PyPI wheel has MKL.
+  const blasDir = options.peer === 'debian' ? openblasDir() : undefined;
   const env = peerEnv(blasDir);
-  const torchVersion = await torchStatus(env);
+  const torchVersion = await torchStatus(python, env);
   if (torchVersion === undefined) {
     console.error(
-      `PyTorch is not importable by ${PYTHON}: this benchmark needs it as its peer.\n` +
-        'Install it (and an unpacked OpenBLAS for a fair peer) with:\n\n  bash scripts/bench-peer-setup.sh\n',
+      `PyTorch is not importable by ${python}: this benchmark needs it as its peer.\n` +
+        'Install it (torch 2.x in a cached venv; Debian torch 1.13 and an unpacked OpenBLAS for --peer debian) with:\n\n' +
+        '  bash scripts/bench-peer-setup.sh\n',
     );
     return 2;
   }
-  if (blasDir === undefined && !options.referenceBlas) {
+  if (options.peer === 'debian' && blasDir === undefined && !options.referenceBlas) {
     console.error(
       "No unpacked OpenBLAS found: torch would use Debian's reference BLAS, whose dense layers are ~50x slower,\n" +
         'and the ratios would flatter transferlab. Run `bash scripts/bench-peer-setup.sh` (or set\n' +
@@ -366,61 +435,71 @@ async function main(argv: string[]): Promise<number> {
 
   const started = new Date();
   const load = os.loadavg();
-  console.log('transferlab vs PyTorch: training throughput of the small net (8 learned layers), one thread each');
+  const threadCounts = options.allCores > 1 ? [1, options.allCores] : [1];
+  console.log('transferlab vs PyTorch: training throughput of the small net (8 learned layers)');
   console.log(
     `date ${started.toISOString()}; ${os.cpus()[0]?.model ?? 'unknown CPU'} x${os.availableParallelism()}; ` +
-      `load average ${load.map((l) => l.toFixed(2)).join(' ')}; node ${process.version}; torch ${torchVersion}`,
+      `load average ${load.map((l) => l.toFixed(2)).join(' ')}; node ${process.version}; torch ${torchVersion} (${python})`,
   );
-  console.log(`warm-up ${options.warmup} steps, then timed steps; SGD lr 0.01 momentum 0.9 wd 5e-4; dropout 0.5\n`);
+  console.log(
+    `threads per process: ${threadCounts.join(' and ')}; warm-up ${options.warmup} steps, then timed steps; ` +
+      'SGD lr 0.01 momentum 0.9 wd 5e-4; dropout 0.5\n',
+  );
 
-  const rows: string[][] = [];
-  const cpuRatios: number[] = [];
-  let backend = '';
+  const rows: Row[] = [];
+  const unavailable = new Map<OurBackend, string>();
   let blas = '';
   for (const config of CONFIGS) {
     for (const batch of BATCHES) {
       const steps = options.steps ?? STEPS[config.label]?.[batch] ?? 20;
       const job: Job = { config, batch, warmup: options.warmup, steps, seed: 1 };
-      const ours = await measureOurs(job);
-      const peer = await measurePeer(job, env);
-      if (ours.parameters !== peer.parameters) {
-        throw new Error(
-          `${config.label}: transferlab's net has ${ours.parameters} parameters, the PyTorch peer's ${peer.parameters}: ` +
-            'the architectures have drifted apart (bench/peer/small_net_torch.py mirrors packages/nn/src/nets.ts)',
-        );
+      let wasmPerCore: OursReport | undefined;
+      for (const threads of threadCounts) {
+        const peer = await measurePeer(python, job, env, threads);
+        blas = describeBlas(peer.blasLoaded, peer.blasBuild);
+        for (const backend of ['wasm', 'tensorflow'] as const) {
+          if (unavailable.has(backend)) continue;
+          let ours: OursReport;
+          if (backend === 'wasm' && threads > 1 && wasmPerCore) {
+            // tfjs-backend-wasm runs single-threaded in Node: more cores change nothing for one process.
+            ours = wasmPerCore;
+          } else {
+            try {
+              ours = await measureOurs(job, backend, threads);
+            } catch (error) {
+              if (backend === 'wasm' || !/could not be loaded/.test(String(error))) throw error;
+              unavailable.set(backend, 'tfjs-node is not built: run bash scripts/tfjs-node-install.sh');
+              continue;
+            }
+            if (backend === 'wasm') wasmPerCore = ours;
+          }
+          if (ours.parameters !== peer.parameters) {
+            throw new Error(
+              `${config.label}: transferlab's net has ${ours.parameters} parameters, the PyTorch peer's ${peer.parameters}: ` +
+                'the architectures have drifted apart (bench/peer/small_net_torch.py mirrors packages/nn/src/nets.ts)',
+            );
+          }
+          if (ours.backend !== backend) throw new Error(`asked for ${backend}, the worker ran on ${ours.backend}`);
+          rows.push({ config: config.label, batch, threads, side: `transferlab ${backend}`, report: ours, peer });
+          console.log(
+            `${config.label} batch ${batch}, ${threads} thread(s), ${steps} steps: ${backend} ${rate(ours.imagesPerSecond)} img/s ` +
+              `(${ours.seconds.toFixed(1)} s, ${ours.cpuSeconds.toFixed(1)} CPU-s), PyTorch ${rate(peer.imagesPerSecond)} img/s ` +
+              `(${peer.seconds.toFixed(1)} s, ${peer.cpuSeconds.toFixed(1)} CPU-s)`,
+          );
+        }
+        rows.push({ config: config.label, batch, threads, side: `PyTorch ${torchVersion}`, report: peer, peer });
       }
-      backend = ours.backend;
-      blas = describeBlas(peer.blasLoaded);
-      const wall = ours.imagesPerSecond / peer.imagesPerSecond;
-      const cpu = ours.imagesPerCpuSecond / peer.imagesPerCpuSecond;
-      cpuRatios.push(cpu);
-      console.log(
-        `${config.label} batch ${batch}, ${steps} steps: transferlab ${rate(ours.imagesPerSecond)} img/s ` +
-          `(${ours.seconds.toFixed(1)} s, ${ours.cpuSeconds.toFixed(1)} CPU-s), PyTorch ${rate(peer.imagesPerSecond)} img/s ` +
-          `(${peer.seconds.toFixed(1)} s, ${peer.cpuSeconds.toFixed(1)} CPU-s, ${peer.threads} thread)`,
-      );
-      rows.push([
-        config.label,
-        String(batch),
-        rate(ours.imagesPerSecond),
-        rate(peer.imagesPerSecond),
-        ratio(wall),
-        rate(ours.imagesPerCpuSecond),
-        rate(peer.imagesPerCpuSecond),
-        ratio(cpu),
-        mib(ours.peakRssBytes),
-        mib(peer.peakRssBytes),
-      ]);
     }
   }
 
   const elapsed = (Date.now() - started.getTime()) / 1000;
-  if (!blas.startsWith('OpenBLAS')) {
+  if (options.peer === 'debian' && !blas.startsWith('OpenBLAS')) {
     console.log(
       `\nWARNING: the peer ran on ${blas}, not OpenBLAS: its dense layers are slow and the ratios flatter transferlab.`,
     );
   }
-  console.log(`\ntransferlab backend: ${backend}; PyTorch ${torchVersion}, BLAS: ${blas}, convolutions: oneDNN`);
+  for (const [backend, why] of unavailable) console.log(`\n${backend}: not measured (${why})`);
+  console.log(`\nPyTorch ${torchVersion}, BLAS: ${blas}, convolutions: oneDNN`);
   console.log(
     `load average at the end ${os
       .loadavg()
@@ -429,25 +508,37 @@ async function main(argv: string[]): Promise<number> {
   );
   console.log(
     table(
-      [
-        'config',
-        'batch',
-        'transferlab img/s',
-        'PyTorch img/s',
-        'ratio',
-        'transferlab img/CPU-s',
-        'PyTorch img/CPU-s',
-        'ratio (CPU)',
-        'transferlab peak RSS',
-        'PyTorch peak RSS',
-      ],
-      rows,
+      ['config', 'batch', 'side', 'threads', 'img/s', 'img/CPU-s', 'cores busy', 'ratio', 'ratio (CPU)', 'peak RSS'],
+      rows.map((row) => [
+        row.config,
+        String(row.batch),
+        row.side,
+        String(row.threads),
+        rate(row.report.imagesPerSecond),
+        rate(row.report.imagesPerCpuSecond),
+        (row.report.cpuSeconds / row.report.seconds).toFixed(2),
+        ratio(row.report.imagesPerSecond / row.peer.imagesPerSecond),
+        ratio(row.report.imagesPerCpuSecond / row.peer.imagesPerCpuSecond),
+        mib(row.report.peakRssBytes),
+      ]),
+      3,
     ),
   );
-  const geomean = Math.exp(cpuRatios.reduce((sum, r) => sum + Math.log(r), 0) / cpuRatios.length);
-  console.log(
-    `\nratio = transferlab / PyTorch (below 1: transferlab is slower); geometric mean of the CPU ratios ${ratio(geomean)}`,
-  );
+  console.log('\nratio = side / PyTorch at the same thread count (below 1: slower than PyTorch). Geometric means:');
+  const summary: string[][] = [];
+  for (const side of [...new Set(rows.map((r) => r.side))].filter((s) => s.startsWith('transferlab'))) {
+    for (const threads of threadCounts) {
+      const picked = rows.filter((r) => r.side === side && r.threads === threads);
+      if (picked.length === 0) continue;
+      summary.push([
+        side,
+        String(threads),
+        ratio(geomean(picked.map((r) => r.report.imagesPerSecond / r.peer.imagesPerSecond))),
+        ratio(geomean(picked.map((r) => r.report.imagesPerCpuSecond / r.peer.imagesPerCpuSecond))),
+      ]);
+    }
+  }
+  console.log(table(['side', 'threads', 'ratio', 'ratio (CPU)'], summary, 1));
   return 0;
 }
 

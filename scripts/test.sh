@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Quick start, part two: install what the tests need, start the real servers they talk to
 # (nats-server with JetStream, a Ceph radosgw for S3), typecheck, lint, run every test, and
-# stop exactly the servers this script started.
+# stop exactly the servers this script started. The tests run on the tensorflow backend
+# (tfjs-node, built by scripts/tfjs-node-install.sh); the nn and runner tests then run again
+# on wasm, so both backends users train on are exercised.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -18,16 +20,21 @@ free_port() { node -e 'const s=require("net").createServer();s.listen(0,"127.0.0
 
 echo "== system packages"
 # The Python gRPC client test needs Debian's protoc, its gRPC plugin and python3-grpcio.
+# tfjs-node's binding is compiled here: g++, make and binutils.
 if ! command -v protoc >/dev/null || ! command -v grpc_python_plugin >/dev/null ||
-  ! /usr/bin/python3 -c 'import grpc, google.protobuf' 2>/dev/null; then
+  ! /usr/bin/python3 -c 'import grpc, google.protobuf' 2>/dev/null ||
+  ! command -v g++ >/dev/null || ! command -v make >/dev/null || ! command -v readelf >/dev/null; then
   for attempt in 1 2 3 4 5 6; do
-    if { apt-get update -qq && apt-get install -y -qq protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf; } >/dev/null 2>&1; then
+    if { apt-get update -qq && apt-get install -y -qq protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf g++ make binutils; } >/dev/null 2>&1; then
       break
     fi
     echo "  apt-get failed (attempt $attempt; another apt may hold the lock): retrying"
     sleep 10
   done
 fi
+
+echo "== tfjs-node (libtensorflow from the tensorflow-cpu wheel; cached after the first run)"
+bash scripts/tfjs-node-install.sh
 
 echo "== servers"
 nats_env=$(bash scripts/nats-start.sh "$run_dir/nats" "$(free_port)" "$(free_port)")
@@ -41,13 +48,32 @@ echo "== typecheck"; node_modules/.bin/tsc -p tsconfig.json --noEmit
 echo "== lint"; node_modules/.bin/eslint --max-warnings=0 .
 echo "== format"; node_modules/.bin/prettier --check --log-level=warn .
 echo "== contracts"; bash scripts/proto-check.sh
-echo "== tests"
+echo "== tests (tensorflow backend)"
 status=0
-node_modules/.bin/vitest run --reporter=default --reporter=json --outputFile.json=.vitest-results.json "$@" || status=$?
-# One plain closing line that any reader of the log understands.
+rm -f .vitest-results*.json
+TRANSFERLAB_BACKEND=tensorflow node_modules/.bin/vitest run --reporter=default --reporter=json \
+  --outputFile.json=.vitest-results.json "$@" || status=$?
+if [ $# -eq 0 ]; then
+  echo "== nn and runner tests (wasm backend)"
+  TRANSFERLAB_BACKEND=wasm node_modules/.bin/vitest run --reporter=default --reporter=json \
+    --outputFile.json=.vitest-results-wasm.json packages/nn packages/runner test/local-sweep.test.ts || status=$?
+fi
+# One plain closing line per backend that any reader of the log understands.
+results=(.vitest-results.json:tensorflow)
+if [ $# -eq 0 ]; then results+=(.vitest-results-wasm.json:wasm); fi
 node -e '
-const r = JSON.parse(require("fs").readFileSync(".vitest-results.json", "utf8"));
-console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped`);
-if (r.numTotalTests === 0) process.exit(1);
-' || status=1
+const fs = require("fs");
+let failed = 0;
+for (const [file, backend] of process.argv.slice(1).map((arg) => arg.split(":"))) {
+  if (!fs.existsSync(file)) {
+    console.log(`tests on ${backend}: no results (${file} was not written)`);
+    failed = 1;
+    continue;
+  }
+  const r = JSON.parse(fs.readFileSync(file, "utf8"));
+  console.log(`tests on ${backend}: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped`);
+  if (r.numTotalTests === 0) failed = 1;
+}
+process.exit(failed);
+' "${results[@]}" || status=1
 exit $status

@@ -8,6 +8,10 @@ import { type SweepSpec, validateSpec } from '@transferlab/experiment';
 import { LocalFolderStore } from '@transferlab/platform';
 import { cellKeys, runLocalSweep } from '@transferlab/runner';
 
+// scripts/test.sh runs this file on each backend through TRANSFERLAB_BACKEND; left to choose,
+// the workers take tfjs-node, which scripts/tfjs-node-install.sh builds.
+const BACKEND = process.env.TRANSFERLAB_BACKEND?.trim() ? process.env.TRANSFERLAB_BACKEND.trim() : 'tensorflow';
+
 function tinySpec(overrides: Record<string, unknown> = {}): SweepSpec {
   return validateSpec({
     name: 'tiny',
@@ -40,7 +44,7 @@ describe('local sweep', () => {
     for (const result of first.results) {
       expect(result.score).toBeGreaterThan(0);
       expect(result.score).toBeLessThanOrEqual(1);
-      expect(result.backend).toBe('wasm');
+      expect(result.backend).toBe(BACKEND);
     }
     // Both base nets start before any transfer cell, which needs their trained layers.
     expect(order.slice(0, 2).sort()).toEqual(['baseA seed=1', 'baseB seed=1']);

@@ -1,6 +1,6 @@
 """PyTorch peer of transferlab's 'small' net (packages/nn/src/nets.ts), for
 bench/train-vs-pytorch.ts: trains it on synthetic uint8 batches for a fixed number of
-steps on one thread and prints one JSON object on stdout.
+steps on --threads threads (default one) and prints one JSON object on stdout.
 
     /usr/bin/python3 bench/peer/small_net_torch.py --height 28 --width 28 --channels 1 \
         --classes 5 --net-width 0.25 --batch 64 --warmup 3 --steps 20
@@ -140,9 +140,10 @@ def main():
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--pool", type=int, default=4, help="distinct synthetic batches, cycled")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (torch.set_num_threads)")
     args = parser.parse_args()
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     torch.manual_seed(args.seed)
 

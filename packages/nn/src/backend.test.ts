@@ -10,6 +10,16 @@ async function freshBackendModule(): Promise<typeof BackendModule> {
   return import('./backend.ts');
 }
 
+// Every output position of a 2x2 valid conv over a 3x3 input of ones adds 1 to each tap: [8, 8, 8, 8].
+async function filterGradient(): Promise<number[]> {
+  const x = tf.ones([2, 3, 3, 1]) as tf.Tensor4D;
+  const filter = tf.tensor4d([0.5, -1, 2, 0.25], [2, 2, 1, 1]);
+  const dFilter = tf.grad((w: tf.Tensor) => tf.sum(tf.conv2d(x, w as tf.Tensor4D, 1, 'valid')))(filter);
+  const values = Array.from(await dFilter.data());
+  tf.dispose([x, filter, dFilter]);
+  return values;
+}
+
 afterEach(() => {
   vi.unstubAllEnvs();
 });
@@ -27,11 +37,13 @@ describe('selectBackend', () => {
     expect(log).toHaveBeenCalledWith('compute backend selected', { ...choice });
   });
 
-  it('fails clearly when TRANSFERLAB_BACKEND=tensorflow cannot load, and does not remember the failure', async () => {
-    vi.stubEnv('TRANSFERLAB_BACKEND', 'tensorflow');
+  // tfjs-node-gpu stays unbuilt here: its install script is skipped (pnpm.ignoredBuiltDependencies)
+  // and scripts/tfjs-node-install.sh builds only the CPU package.
+  it('fails clearly when TRANSFERLAB_BACKEND=tensorflow-gpu cannot load, and does not remember the failure', async () => {
+    vi.stubEnv('TRANSFERLAB_BACKEND', 'tensorflow-gpu');
     const { selectBackend } = await freshBackendModule();
     await expect(selectBackend()).rejects.toThrow(
-      /^TRANSFERLAB_BACKEND=tensorflow, but @tensorflow\/tfjs-node could not be loaded: \S/,
+      /^TRANSFERLAB_BACKEND=tensorflow-gpu, but @tensorflow\/tfjs-node-gpu could not be loaded: \S/,
     );
     vi.stubEnv('TRANSFERLAB_BACKEND', 'cpu');
     expect((await selectBackend()).name).toBe('cpu');
@@ -53,22 +65,29 @@ describe('selectBackend', () => {
     expect(tf.getBackend()).toBe('cpu');
   });
 
-  it('picks wasm here by default, and wasm computes a conv2d gradient w.r.t. the filter', async () => {
+  it('takes tfjs-node by default once scripts/tfjs-node-install.sh has built it, passing over tfjs-node-gpu', async () => {
     vi.stubEnv('TRANSFERLAB_BACKEND', '');
     const { selectBackend } = await freshBackendModule();
     const log = vi.fn();
     const choice = await selectBackend({ log });
+    expect(choice.name, `tfjs-node did not load (${choice.reason}): run bash scripts/tfjs-node-install.sh`).toBe(
+      'tensorflow',
+    );
+    expect(choice.tfBackend).toBe('tensorflow');
+    expect(choice.reason).toMatch(/^@tensorflow\/tfjs-node-gpu unavailable \(.+\); @tensorflow\/tfjs-node loaded$/);
+    expect(tf.getBackend()).toBe('tensorflow');
+    expect(log).toHaveBeenCalledTimes(1);
+    expect(await filterGradient()).toEqual([8, 8, 8, 8]);
+  });
+
+  it('uses wasm when preferred, and wasm computes a conv2d gradient w.r.t. the filter', async () => {
+    vi.stubEnv('TRANSFERLAB_BACKEND', '');
+    const { selectBackend } = await freshBackendModule();
+    const choice = await selectBackend({ prefer: 'wasm' });
     expect(choice.name).toBe('wasm');
     expect(choice.tfBackend).toBe('wasm');
-    expect(choice.reason).toMatch(/@tensorflow\/tfjs-node-gpu unavailable \(.+\); @tensorflow\/tfjs-node unavailable/);
     expect(tf.getBackend()).toBe('wasm');
-    expect(log).toHaveBeenCalledTimes(1);
-
-    // Every output position of a 2x2 valid conv over a 3x3 input of ones adds 1 to each tap.
-    const x = tf.ones([2, 3, 3, 1]) as tf.Tensor4D;
-    const filter = tf.tensor4d([0.5, -1, 2, 0.25], [2, 2, 1, 1]);
-    const dFilter = tf.grad((w: tf.Tensor) => tf.sum(tf.conv2d(x, w as tf.Tensor4D, 1, 'valid')))(filter);
-    expect(Array.from(await dFilter.data())).toEqual([8, 8, 8, 8]);
-    tf.dispose([x, filter, dFilter]);
+    // Stock tfjs-backend-wasm has no Conv2DBackpropFilter; ours (wasm-conv-gradients.ts) does.
+    expect(await filterGradient()).toEqual([8, 8, 8, 8]);
   });
 });

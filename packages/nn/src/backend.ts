@@ -148,6 +148,10 @@ async function importNative(specifier: string): Promise<void> {
   const env = tf.env();
   const wasProd = env.getBool('PROD');
   env.set('PROD', true);
+  // libtensorflow logs INFO lines to stderr, among them a oneDNN CPU-feature notice in every
+  // process, and stderr is where our commands report errors. Warnings and errors still show;
+  // a value set by the user wins (the GPU image sets the same).
+  process.env['TF_CPP_MIN_LOG_LEVEL'] ??= '1';
   try {
     // A variable specifier: these optional packages may be absent, and tsc must not need them.
     await import(specifier);

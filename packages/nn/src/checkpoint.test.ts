@@ -1,5 +1,4 @@
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { LocalFolderStore } from '@transferlab/platform';
 import { createHash } from 'node:crypto';
@@ -20,6 +19,7 @@ import {
 import { LocalResponseNormalization, SeededDropout } from './layers.ts';
 import { LEARNED_LAYERS, buildNet } from './nets.ts';
 import { disposeNamedWeights, namedWeightsOf } from './transplant.ts';
+import { useTestBackend } from './test-backend.ts';
 
 const bytes = (tensor: tf.Tensor): Buffer => Buffer.from(new Float32Array(tensor.dataSync()).buffer);
 const sha256 = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
@@ -46,7 +46,7 @@ let model: tfl.LayersModel;
 let optimizer: tf.MomentumOptimizer;
 
 beforeAll(async () => {
-  await tf.setBackend('cpu');
+  await useTestBackend();
   dir = await mkdtemp(join(tmpdir(), 'transferlab-checkpoint-'));
   store = new LocalFolderStore(dir);
   model = buildNet({ kind: 'small', width: 0.25, lrn: true }, { inputShape: [12, 12, 1], numClasses: 4, seed: 3 });

@@ -1,11 +1,11 @@
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { evaluate, paperScore } from './evaluate.ts';
+import { useTestBackend } from './test-backend.ts';
 
 beforeAll(async () => {
-  await tf.setBackend('cpu');
+  await useTestBackend();
 });
 
 // 1x1 images with one channel per class and an identity classifier: the logits are the pixels

@@ -1,12 +1,12 @@
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { LocalResponseNormalization, SeededDropout } from './layers.ts';
 import { LEARNED_LAYERS, buildNet, imagesToTensor, inputShapeOf, numClassesOf, reinitialiseLayer } from './nets.ts';
+import { useTestBackend } from './test-backend.ts';
 
 beforeAll(async () => {
-  await tf.setBackend('cpu');
+  await useTestBackend();
 });
 
 const learned = (model: tfl.LayersModel): string[] =>

@@ -1,5 +1,4 @@
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
 import { LocalFolderStore } from '@transferlab/platform';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { createHash } from 'node:crypto';
@@ -16,6 +15,7 @@ import {
 } from './checkpoint.ts';
 import { buildNet } from './nets.ts';
 import { type Batch, type TrainData, type TrainOptions, train } from './train.ts';
+import { useTestBackend } from './test-backend.ts';
 
 const SIZE = 8;
 const CLASSES = 4;
@@ -98,7 +98,7 @@ const base: Omit<TrainOptions, 'maxEpochs' | 'patience'> = {
 
 let dir: string;
 beforeAll(async () => {
-  await tf.setBackend('cpu');
+  await useTestBackend();
   dir = await mkdtemp(join(tmpdir(), 'transferlab-train-'));
 });
 afterAll(async () => {

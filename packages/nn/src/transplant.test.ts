@@ -1,10 +1,10 @@
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { LEARNED_LAYERS, buildNet } from './nets.ts';
 import { train } from './train.ts';
 import { type NamedWeights, disposeNamedWeights, namedWeightsOf, transplant } from './transplant.ts';
+import { useTestBackend } from './test-backend.ts';
 
 const SHAPE: [number, number, number] = [8, 8, 1];
 const net = (seed: number, width = 0.25): tfl.LayersModel =>
@@ -48,7 +48,7 @@ async function trainBriefly(model: tfl.LayersModel): Promise<void> {
 let source: tfl.LayersModel;
 let sourceWeights: NamedWeights;
 beforeAll(async () => {
-  await tf.setBackend('cpu');
+  await useTestBackend();
   source = net(1);
   sourceWeights = namedWeightsOf(source);
 });

@@ -85,6 +85,11 @@ interface Run {
   started: boolean;
   /** The run is being ended (interrupted, or failing): events are no longer looked at. */
   ending: boolean;
+  /**
+   * Its pod's last state once the pod is gone: an evicted or deadline-stopped pod is deleted,
+   * and the Job's Failed condition can arrive after that; its reason stays readable here.
+   */
+  departedPod?: V1Pod;
   lastStatus?: TrainerStatus;
   pendingTimer?: NodeJS.Timeout;
   finish: (outcome: 'trained' | 'interrupted' | CellRunError) => void;
@@ -170,7 +175,7 @@ export class KubernetesExecutor implements Executor {
       kind: 'Pod',
       path: `/api/v1/namespaces/${this.namespace}/pods`,
       list: () => this.core.listNamespacedPod({ namespace: this.namespace, labelSelector }),
-      onChange: (_, pod) => this.onPodChange(pod),
+      onChange: (type, pod) => this.onPodChange(type, pod),
       onResync: () => this.evaluateAll(),
     });
   }
@@ -382,9 +387,11 @@ export class KubernetesExecutor implements Executor {
     if (run) this.evaluate(run);
   }
 
-  private onPodChange(pod: V1Pod): void {
+  private onPodChange(type: string, pod: V1Pod): void {
     const run = this.runs.get(podJobName(pod) ?? '');
-    if (run) this.evaluate(run);
+    if (!run) return;
+    if (type === 'DELETED') run.departedPod = pod;
+    this.evaluate(run);
   }
 
   /** After a (re-)list of Jobs: a run whose Job the list lacks, though it existed before the list began, lost it. */
@@ -502,6 +509,7 @@ export class KubernetesExecutor implements Executor {
     } catch (error) {
       this.options.log?.('cannot list the failed Job’s pods', { job: run.jobName, error: describeApiError(error) });
     }
+    if (pods.length === 0 && run.departedPod) pods = [run.departedPod];
     return describeJobFailure(run.job, pods, this.settings);
   }
 }

@@ -14,6 +14,8 @@
 # On success prints, and writes to DIR/env, the lines a test runner exports:
 #   TRANSFERLAB_KUBECONFIG=DIR/admin.kubeconfig     cluster-admin (system:masters), for set-up
 #   TRANSFERLAB_KUBE_ETCD_URL=http://127.0.0.1:PORT etcd's client URL (tests force compactions)
+#   TRANSFERLAB_KUBE_AUDIT_LOG=DIR/audit.log        every request made as a ServiceAccount (JSON
+#                                                   lines): tests count the controller's API calls
 # Exits non-zero with the tail of the failing component's log when something is not ready
 # within KUBE_START_TIMEOUT seconds (default 120).
 set -euo pipefail
@@ -140,6 +142,17 @@ wait_for() {
 
 api() { curl -sf --cacert "$pki/ca.crt" -H "Authorization: Bearer $admin_token" "https://127.0.0.1:$api_port$1"; }
 
+# Audit only what ServiceAccounts do (the controller under test), one line per request.
+cat >"$dir/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+EOF
+
 mkdir -p "$dir/etcd"
 # --unsafe-no-fsync: a test cluster's data is thrown away; fsync per write is what makes etcd
 # slow on a shared disk.
@@ -155,6 +168,7 @@ wait_for etcd curl -sf "http://127.0.0.1:$etcd_port/health"
 start kube-apiserver "$bin/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$etcd_port" \
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+  --endpoint-reconciler-type none \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" --client-ca-file "$pki/ca.crt" \
   --token-auth-file "$pki/tokens.csv" --anonymous-auth=false \
   --authorization-mode Node,RBAC \
@@ -162,6 +176,7 @@ start kube-apiserver "$bin/kube-apiserver" \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-cluster-ip-range 10.96.0.0/16 \
   --watch-cache-sizes 'jobs.batch#0' \
+  --audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/audit.log" --audit-log-format json \
   --profiling=false --cert-dir "$dir/pki/apiserver-generated"
 wait_for kube-apiserver api /readyz
 
@@ -194,6 +209,7 @@ wait_for kwok curl -sf "http://127.0.0.1:$kwok_port/healthz"
 {
   echo "TRANSFERLAB_KUBECONFIG=$dir/admin.kubeconfig"
   echo "TRANSFERLAB_KUBE_ETCD_URL=http://127.0.0.1:$etcd_port"
+  echo "TRANSFERLAB_KUBE_AUDIT_LOG=$dir/audit.log"
 } >"$dir/env.tmp"
 mv "$dir/env.tmp" "$dir/env"
 say "Kubernetes $(sed -n 's/^kubernetes //p' "$kube/VERSIONS") ready on https://127.0.0.1:$api_port (etcd $etcd_port; state under $dir)"

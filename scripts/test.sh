@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start, part two: install what the tests need, start the real servers they talk to
-# (nats-server with JetStream, a Ceph radosgw for S3), typecheck, lint, run every test, and
-# stop exactly the servers this script started.
+# (nats-server with JetStream, a Ceph radosgw for S3, a Kubernetes control plane), typecheck,
+# lint, run every test, and stop exactly the servers this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -10,6 +10,7 @@ run_dir=$(mktemp -d "${TMPDIR:-/tmp}/transferlab-test.XXXXXX")
 stop_servers() {
   bash scripts/nats-stop.sh "$run_dir/nats" >/dev/null 2>&1 || true
   bash scripts/radosgw-stop.sh "$run_dir/rgw" >/dev/null 2>&1 || true
+  bash scripts/kube-stop.sh "$run_dir/kube" >/dev/null 2>&1 || true
   rm -rf "$run_dir"
 }
 trap stop_servers EXIT
@@ -32,10 +33,19 @@ fi
 echo "== servers"
 nats_env=$(bash scripts/nats-start.sh "$run_dir/nats" "$(free_port)" "$(free_port)")
 rgw_env=$(bash scripts/radosgw-start.sh "$run_dir/rgw" "$(free_port)")
+# The Kubernetes control plane is built from source once per version and cached outside the
+# work tree (scripts/kube-build.sh): the first run on a machine spends tens of minutes here.
+if ! kube_cache=$(bash scripts/kube-build.sh); then
+  echo "test.sh: building the Kubernetes control plane failed (see the lines above)" >&2
+  exit 1
+fi
+echo "  Kubernetes control plane binaries: $kube_cache"
+kube_env=$(bash scripts/kube-start.sh "$run_dir/kube")
 while IFS= read -r line; do
   case "$line" in TRANSFERLAB_*=*) export "${line?}"; echo "  ${line%%=*} set" ;; esac
 done <<<"$nats_env
-$rgw_env"
+$rgw_env
+$kube_env"
 
 echo "== typecheck"; node_modules/.bin/tsc -p tsconfig.json --noEmit
 echo "== lint"; node_modules/.bin/eslint --max-warnings=0 .

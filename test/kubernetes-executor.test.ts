@@ -309,6 +309,12 @@ describe('KubernetesExecutor against the real control plane, as the chart’s Se
       TRANSFERLAB_K8S_RUNTIME_CLASS_NAME: 'nvidia',
       TRANSFERLAB_K8S_ACTIVE_DEADLINE_SECONDS: '172800',
       TRANSFERLAB_K8S_TTL_SECONDS_AFTER_FINISHED: '3600',
+      // Kueue and the extras a cluster may need.
+      TRANSFERLAB_K8S_JOB_LABELS: '{"kueue.x-k8s.io/queue-name":"gpu-queue"}',
+      TRANSFERLAB_K8S_JOB_ANNOTATIONS: '{"example.com/team":"vision"}',
+      TRANSFERLAB_K8S_SUSPEND: 'true',
+      TRANSFERLAB_K8S_VOLUMES: '[{"name":"datasets","persistentVolumeClaim":{"claimName":"datasets","readOnly":true}}]',
+      TRANSFERLAB_K8S_VOLUME_MOUNTS: '[{"name":"datasets","mountPath":"/data","readOnly":true}]',
     });
     const chartSettings = trainerJobSettings(config, config.k8sNamespace!);
     const asController = kubeConfig.makeApiClient(BatchV1Api);
@@ -328,6 +334,16 @@ describe('KubernetesExecutor against the real control plane, as the chart’s Se
         fieldValidation: 'Strict',
       });
       expect(created.metadata?.name).toBe(body.metadata?.name);
+      if (jobSettings === chartSettings) {
+        expect(created.spec?.suspend).toBe(true);
+        expect(created.metadata?.labels?.['kueue.x-k8s.io/queue-name']).toBe('gpu-queue');
+        expect(created.spec?.template.metadata?.annotations?.['example.com/team']).toBe('vision');
+        expect(created.spec?.template.spec?.containers[0]?.volumeMounts).toContainEqual({
+          name: 'datasets',
+          mountPath: '/data',
+          readOnly: true,
+        });
+      }
       expect(created.spec?.template.spec?.containers[0]?.resources).toEqual(
         body.spec?.template.spec?.containers[0]?.resources,
       );
@@ -401,8 +417,33 @@ describe('KubernetesExecutor against the real control plane, as the chart’s Se
     expect(statuses.some((s) => s.jobName === third.name && s.reason === 'Running')).toBe(true);
   });
 
+  it('queues a Job created suspended (as Kueue wants) past the pending timeout, and runs it once admitted', async () => {
+    const statuses: TrainerStatus[] = [];
+    const instance = executor({
+      settings: { image: 'stand-in/exit:1', suspend: true, extraLabels: { 'kueue.x-k8s.io/queue-name': 'gpu-queue' } },
+      pendingTimeoutMs: 1000,
+      onStatus: (_, status) => statuses.push(status),
+    });
+    const { outcome, name } = await started(instance, cellA, 'suspended-1');
+    let settled = false;
+    void outcome.finally(() => (settled = true));
+    await until(() => statuses.some((s) => s.reason === 'Suspended'), 'the Suspended status');
+    await new Promise((resolve) => setTimeout(resolve, 2500)); // past the pending timeout
+    expect(settled).toBe(false);
+    expect(await podsOf(name)).toEqual([]); // the real Job controller made no pod
+    // Kueue admits a workload by unsuspending its Job.
+    await batch.patchNamespacedJob(
+      { name, namespace, body: { spec: { suspend: false } } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    expect(await outcome).toBe('trained');
+    expect(statuses.map((s) => s.reason)).toContain('Running');
+    const job = await batch.readNamespacedJob({ name, namespace });
+    expect(job.spec?.template.metadata?.labels?.['kueue.x-k8s.io/queue-name']).toBe('gpu-queue');
+  });
+
   it('fails a cell whose pod no node can ever take after the pending timeout, with the scheduler’s reason', async () => {
-    const instance = executor({ settings: { gpus: 8 }, pendingTimeoutMs: 1500 });
+    const instance = executor({ settings: { gpus: 8 }, pendingTimeoutMs: 5000 });
     const { outcome, name } = await started(instance, cellA, 'unschedulable-1');
     const error = await failure(outcome);
     expect(error.retryable).toBe(false);
@@ -534,7 +575,7 @@ describe('KubernetesExecutor against the real control plane, as the chart’s Se
     const statuses: string[] = [];
     const instance = executor({
       settings: { image: 'stand-in/sleeper:1', configMapName: 'not-there' },
-      pendingTimeoutMs: 1500,
+      pendingTimeoutMs: 5000,
       onStatus: (_, status) => statuses.push(status.reason),
     });
     const error = await failure(

@@ -86,6 +86,14 @@ export const controllerConfig = {
   k8sTerminationGracePeriodSeconds: nonNegativeInt.optional(),
   /** How long a trainer may wait to start (no free GPU, image pull) before its cell fails. */
   k8sPendingTimeoutSeconds: positiveInt.default(1800),
+  /** JSON maps: extra labels and annotations on trainer Jobs and pods (e.g. Kueue's queue-name label). */
+  k8sJobLabels: json(z.record(z.string(), z.string())).optional(),
+  k8sJobAnnotations: json(z.record(z.string(), z.string())).optional(),
+  /** `true`: trainer Jobs are created suspended, for a queue controller (Kueue) to admit. */
+  k8sSuspend: z.enum(['true', 'false']).default('false'),
+  /** JSON lists: extra pod volumes and the trainer's mounts of them. */
+  k8sVolumes: json(z.array(z.looseObject({ name: z.string() }))).optional(),
+  k8sVolumeMounts: json(z.array(z.looseObject({ name: z.string(), mountPath: z.string() }))).optional(),
 };
 
 export type ControllerConfig = z.output<z.ZodObject<typeof controllerConfig>>;
@@ -127,5 +135,10 @@ export function trainerJobSettings(config: ControllerConfig, namespace: string):
     activeDeadlineSeconds: config.k8sActiveDeadlineSeconds || undefined,
     ttlSecondsAfterFinished: config.k8sTtlSecondsAfterFinished,
     terminationGracePeriodSeconds: config.k8sTerminationGracePeriodSeconds,
+    extraLabels: some(config.k8sJobLabels),
+    extraAnnotations: some(config.k8sJobAnnotations),
+    suspend: config.k8sSuspend === 'true' || undefined,
+    volumes: some(config.k8sVolumes) as TrainerJobSettings['volumes'],
+    volumeMounts: some(config.k8sVolumeMounts) as TrainerJobSettings['volumeMounts'],
   };
 }

@@ -432,7 +432,14 @@ export class KubernetesExecutor implements Executor {
       void this.describeFailure(run).then(({ message, retryable }) => run.finish(this.error(run, message, retryable)));
       return;
     }
-    const status = podStatus(this.podsOf(run.jobName));
+    const suspended = isSuspended(run.job);
+    const status = suspended
+      ? {
+          reason: 'Suspended',
+          message:
+            'queued: its Job is suspended until a queue (e.g. Kueue) admits it; no pending timeout runs meanwhile',
+        }
+      : podStatus(this.podsOf(run.jobName));
     if (IMAGE_FATAL.has(status.reason)) {
       const image = this.settings.image;
       this.fail(
@@ -447,6 +454,10 @@ export class KubernetesExecutor implements Executor {
     this.report(run, status);
     if (status.reason === 'Running') {
       run.started = true;
+      clearTimeout(run.pendingTimer);
+      run.pendingTimer = undefined;
+    } else if (suspended) {
+      // Queued is not stuck: the pending timeout starts when the queue admits the Job.
       clearTimeout(run.pendingTimer);
       run.pendingTimer = undefined;
     } else if (!run.started && !run.pendingTimer) {
@@ -597,6 +608,12 @@ function describeExit(
     default:
       return { message: `exited with code ${code}${detail}${tail}`, retryable: true };
   }
+}
+
+/** A Job held back by `spec.suspend` (created so, for Kueue, or suspended later): no pod runs. */
+function isSuspended(job: V1Job): boolean {
+  if (job.spec?.suspend === true) return true;
+  return (job.status?.conditions ?? []).some((c) => c.type === 'Suspended' && c.status === 'True');
 }
 
 /** Where a trainer's pod stands while its Job is unfinished. */

@@ -1,7 +1,7 @@
 // The batch/v1 Job that trains one cell on a cluster: the manifest, its name and its labels.
 // Pure data: nothing here talks to an API server (kubernetes-executor.ts does).
 import { createHash } from 'node:crypto';
-import type { V1Affinity, V1EnvVar, V1Job, V1Toleration } from '@kubernetes/client-node';
+import type { V1Affinity, V1EnvVar, V1Job, V1Toleration, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
 import type { Cell } from '@transferlab/experiment';
 
 /** How every trainer Job is shaped: the Helm chart's `trainer` values, passed to the controller as TRANSFERLAB_K8S_*. */
@@ -43,6 +43,20 @@ export interface TrainerJobSettings {
   env?: Record<string, string>;
   /** The non-root user and group the trainer runs as. Default 10001, the images' user. */
   runAsUser?: number;
+  /**
+   * Extra labels and annotations on every trainer Job and its pod (ours win on a clash), e.g.
+   * `kueue.x-k8s.io/queue-name` to put the Jobs in a Kueue LocalQueue.
+   */
+  extraLabels?: Record<string, string>;
+  extraAnnotations?: Record<string, string>;
+  /**
+   * Create each Job suspended (`spec.suspend`): a queue controller such as Kueue admits it by
+   * unsuspending it. Until then the cell is queued, with no pending timeout.
+   */
+  suspend?: boolean;
+  /** Extra volumes of the pod and where the trainer mounts them (datasets, caches). */
+  volumes?: V1Volume[];
+  volumeMounts?: V1VolumeMount[];
 }
 
 export const TRAINER_CONTAINER = 'trainer';
@@ -148,6 +162,7 @@ export function buildTrainerJob(
   const { sweepId, attempt, settings } = options;
   const name = trainerJobName(sweepId, cell.id, attempt);
   const labels: Record<string, string> = {
+    ...settings.extraLabels,
     [LABELS.name]: 'transferlab',
     [LABELS.component]: 'trainer',
     ...trainerSelector(settings, sweepId, cell.id),
@@ -161,6 +176,7 @@ export function buildTrainerJob(
       throw new Error(`label ${key}='${value}' is not a label value`);
   }
   const annotations = {
+    ...settings.extraAnnotations,
     [ANNOTATIONS.cellName]: cell.name,
     [ANNOTATIONS.cellId]: cell.id,
     [ANNOTATIONS.sweepId]: sweepId,
@@ -187,6 +203,7 @@ export function buildTrainerJob(
     metadata: { name, namespace: settings.namespace, labels, annotations },
     spec: {
       backoffLimit: 0,
+      ...(settings.suspend ? { suspend: true } : {}),
       ...(settings.activeDeadlineSeconds !== undefined
         ? { activeDeadlineSeconds: settings.activeDeadlineSeconds }
         : {}),
@@ -214,7 +231,7 @@ export function buildTrainerJob(
             fsGroup: user,
             seccompProfile: { type: 'RuntimeDefault' },
           },
-          volumes: [{ name: 'tmp', emptyDir: {} }],
+          volumes: [{ name: 'tmp', emptyDir: {} }, ...(settings.volumes ?? [])],
           containers: [
             {
               name: TRAINER_CONTAINER,
@@ -235,7 +252,7 @@ export function buildTrainerJob(
                 privileged: false,
                 capabilities: { drop: ['ALL'] },
               },
-              volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }],
+              volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }, ...(settings.volumeMounts ?? [])],
               // A failed trainer's last log lines become its termination message: the executor
               // puts them in the cell's error without reading pod logs.
               terminationMessagePolicy: 'FallbackToLogsOnError',

@@ -1,4 +1,4 @@
-// The scale figures of docs/performance.md: a sweep of 1,020 cells (the default grid, 34 seeds)
+// The scale figures of docs/operations.md ("Scale of the controller"): a sweep of 1,020 cells (the default grid, 34 seeds)
 // on 50 kwok nodes with 8 GPUs each, through SweepController + KubernetesExecutor against the
 // real control plane. Prints cells per second and API calls per cell as JSON.
 //

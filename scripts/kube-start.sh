@@ -165,6 +165,10 @@ wait_for etcd curl -sf "http://127.0.0.1:$etcd_port/health"
 
 # --watch-cache-sizes=jobs.batch#0: Job watches are served from etcd, not the apiserver's watch
 # cache, so a test can make a real "410 Gone" by compacting etcd (test/kubernetes-executor.test.ts).
+# It also sends every Job list to etcd; KUBE_JOBS_WATCH_CACHE=1 keeps the cache, as a production
+# API server has it (scripts/kube-scale.ts measures both).
+jobs_cache=('--watch-cache-sizes' 'jobs.batch#0')
+[ "${KUBE_JOBS_WATCH_CACHE:-0}" = 1 ] && jobs_cache=()
 start kube-apiserver "$bin/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$etcd_port" \
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
@@ -175,7 +179,7 @@ start kube-apiserver "$bin/kube-apiserver" \
   --service-account-issuer https://kubernetes.default.svc \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-cluster-ip-range 10.96.0.0/16 \
-  --watch-cache-sizes 'jobs.batch#0' \
+  "${jobs_cache[@]}" \
   --audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$dir/audit.log" --audit-log-format json \
   --profiling=false --cert-dir "$dir/pki/apiserver-generated"
 wait_for kube-apiserver api /readyz

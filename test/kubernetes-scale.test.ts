@@ -1,6 +1,6 @@
 // The controller at scale on the real control plane, small enough for every test run: a sweep of
 // 120 cells on 5 kwok nodes with 8 GPUs each (test/support/kube-scale.ts; kwok completes the
-// pods, nothing trains). The 1,000-cell figures in docs/performance.md come from
+// pods, nothing trains). The 1,020-cell figures in docs/operations.md ("Scale of the controller") come from
 // scripts/kube-scale.ts, the same run made bigger.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ControlPlane, controlPlane } from './support/kube-control-plane.ts';

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Quick start, part two: install what the tests need, start the real servers they talk to
-# (nats-server with JetStream, a Ceph radosgw for S3), typecheck, lint, run every test, and
-# stop exactly the servers this script started. The tests run on the tensorflow backend
-# (tfjs-node, built by scripts/tfjs-node-install.sh); the nn and runner tests then run again
-# on wasm, so both backends users train on are exercised.
+# (nats-server with JetStream, a Ceph radosgw for S3, a Kubernetes control plane), typecheck,
+# lint, run every test, and stop exactly the servers this script started. The tests run on the
+# tensorflow backend (tfjs-node, built by scripts/tfjs-node-install.sh); the nn and runner
+# tests then run again on wasm, so both backends users train on are exercised.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -12,6 +12,7 @@ run_dir=$(mktemp -d "${TMPDIR:-/tmp}/transferlab-test.XXXXXX")
 stop_servers() {
   bash scripts/nats-stop.sh "$run_dir/nats" >/dev/null 2>&1 || true
   bash scripts/radosgw-stop.sh "$run_dir/rgw" >/dev/null 2>&1 || true
+  bash scripts/kube-stop.sh "$run_dir/kube" >/dev/null 2>&1 || true
   rm -rf "$run_dir"
 }
 trap stop_servers EXIT
@@ -39,10 +40,19 @@ bash scripts/tfjs-node-install.sh
 echo "== servers"
 nats_env=$(bash scripts/nats-start.sh "$run_dir/nats" "$(free_port)" "$(free_port)")
 rgw_env=$(bash scripts/radosgw-start.sh "$run_dir/rgw" "$(free_port)")
+# The Kubernetes control plane is built from source once per version and cached outside the
+# work tree (scripts/kube-build.sh): the first run on a machine spends tens of minutes here.
+if ! kube_cache=$(bash scripts/kube-build.sh); then
+  echo "test.sh: building the Kubernetes control plane failed (see the lines above)" >&2
+  exit 1
+fi
+echo "  Kubernetes control plane binaries: $kube_cache"
+kube_env=$(bash scripts/kube-start.sh "$run_dir/kube")
 while IFS= read -r line; do
   case "$line" in TRANSFERLAB_*=*) export "${line?}"; echo "  ${line%%=*} set" ;; esac
 done <<<"$nats_env
-$rgw_env"
+$rgw_env
+$kube_env"
 
 echo "== typecheck"; node_modules/.bin/tsc -p tsconfig.json --noEmit
 echo "== lint"; node_modules/.bin/eslint --max-warnings=0 .
@@ -64,6 +74,7 @@ if [ $# -eq 0 ]; then results+=(.vitest-results-wasm.json:wasm); fi
 node -e '
 const fs = require("fs");
 let failed = 0;
+const total = { passed: 0, failed: 0, skipped: 0 };
 for (const [file, backend] of process.argv.slice(1).map((arg) => arg.split(":"))) {
   if (!fs.existsSync(file)) {
     console.log(`tests on ${backend}: no results (${file} was not written)`);
@@ -72,8 +83,12 @@ for (const [file, backend] of process.argv.slice(1).map((arg) => arg.split(":"))
   }
   const r = JSON.parse(fs.readFileSync(file, "utf8"));
   console.log(`tests on ${backend}: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped`);
+  total.passed += r.numPassedTests;
+  total.failed += r.numFailedTests;
+  total.skipped += r.numPendingTests + r.numTodoTests;
   if (r.numTotalTests === 0) failed = 1;
 }
+console.log(`tests: ${total.passed} passed, ${total.failed} failed, ${total.skipped} skipped`);
 process.exit(failed);
 ' "${results[@]}" || status=1
 exit $status

@@ -1,55 +1,26 @@
-// A FAKE Kubernetes API server for tests. No real kube-apiserver can run on the machines these
-// tests run on (none in Debian or npm, no container engine), so this plays one over HTTP,
-// implementing only what the KubernetesExecutor uses, for the real @kubernetes/client-node:
+// A FAKE Kubernetes API server, kept for the one kind of fault the real control plane
+// (scripts/kube-start.sh, used by kubernetes-executor.test.ts) cannot stage on demand: a watch
+// connection that breaks mid-stream. It plays just enough of an API server over HTTP for the
+// real @kubernetes/client-node:
 //
 // - batch/v1 Jobs in a namespace: create, get, list (labelSelector), delete (records the
-//   propagationPolicy; Background/Foreground also delete the Job's pods, Orphan and the default
-//   keep them, as the real garbage collector does for Jobs);
+//   propagationPolicy; Background/Foreground also delete the Job's pods);
 // - v1 Pods: get, list (labelSelector), delete;
 // - watch streams for both (`?watch=true&resourceVersion=N`): newline-delimited JSON events
 //   ADDED/MODIFIED/DELETED (BOOKMARK when asked), one resourceVersion counter for everything;
-// - test hooks: force "410 Gone" (history compacted, open watches get an ERROR event with code
-//   410), drop watch connections, set Job and Pod status by hand, add pods.
+// - test hooks: force "410 Gone", drop watch connections, set Job and Pod status by hand, add pods.
 //
-// With `kubelet` set it also plays a FAKE kubelet and Job controller: a created Job gets a Pod
-// whose container runs as a local child process (the image's entrypoint mapped to a local
-// command line, the container's args and env appended, ConfigMap and Secret references resolved
-// from objects the test registers), moved Pending → Running → Succeeded/Failed with container
-// statuses (exit code, `OOMKilled` when the test kills it so), and the Job marked Complete or
-// Failed with the conditions the real Job controller sets. None of it is a real Kubernetes.
-import { type ChildProcess, spawn } from 'node:child_process';
+// No validation, admission, RBAC, scheduler, Job controller or kubelet: none of it is a real Kubernetes.
 import { randomUUID } from 'node:crypto';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { constants } from 'node:os';
-import type {
-  V1Container,
-  V1ContainerStatus,
-  V1Job,
-  V1JobCondition,
-  V1JobStatus,
-  V1Pod,
-  V1PodCondition,
-  V1PodStatus,
-} from '@kubernetes/client-node';
+import type { V1Job, V1JobStatus, V1Pod, V1PodStatus } from '@kubernetes/client-node';
 
 type Kind = 'Job' | 'Pod';
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 type KubeObject = V1Job | V1Pod;
 
-export interface FakeKubeletOptions {
-  /** Image → the command line its entrypoint stands for here; the container's args are appended. */
-  images: Record<string, string[]>;
-  /** Variables every container starts with (before its own env), e.g. PATH. Default: PATH and HOME of this process. */
-  baseEnv?: Record<string, string>;
-  cwd?: string;
-  /** Each line a container writes (stdout and stderr). */
-  onOutput?: (podName: string, line: string) => void;
-}
-
 export interface FakeKubeApiServerOptions {
-  /** Run created Jobs as local processes. Default: off (Jobs stay as created until a test sets their status). */
-  kubelet?: FakeKubeletOptions;
   /** A BOOKMARK this often on watches that allow them. Default 10 s. */
   bookmarkIntervalMs?: number;
 }
@@ -88,13 +59,6 @@ interface OpenWatch {
   timers: NodeJS.Timeout[];
 }
 
-interface Container {
-  child: ChildProcess;
-  /** Why the test killed it: becomes the container's terminated reason (e.g. OOMKilled). */
-  killReason?: string;
-  exited: Promise<void>;
-}
-
 type Requirement = { key: string; op: 'in' | 'notin'; values: string[] } | { key: string; op: 'exists' | 'absent' };
 type Selector = Requirement[];
 
@@ -117,12 +81,7 @@ export class FakeKubeApiServer {
   private compactedRv = 0;
   private history: HistoryEntry[] = [];
   private readonly objects: Record<Kind, Map<string, KubeObject>> = { Job: new Map(), Pod: new Map() };
-  private readonly configMaps = new Map<string, Record<string, string>>();
-  private readonly secrets = new Map<string, Record<string, string>>();
   private readonly watches = new Set<OpenWatch>();
-  private readonly containers = new Map<string, Container>();
-  private readonly timers = new Set<NodeJS.Timeout>();
-  private closed = false;
 
   private constructor(
     private readonly server: Server,
@@ -145,27 +104,14 @@ export class FakeKubeApiServer {
     return fake;
   }
 
-  /** Kills every container, ends every watch and stops listening. */
+  /** Ends every watch and stops listening. */
   async close(): Promise<void> {
-    this.closed = true;
-    for (const timer of this.timers) clearTimeout(timer);
-    for (const container of this.containers.values()) container.child.kill('SIGKILL');
-    await Promise.all([...this.containers.values()].map((container) => container.exited));
     for (const watch of this.watches) this.endWatch(watch);
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 
   // ---- test hooks -------------------------------------------------------------------------
-
-  putConfigMap(namespace: string, name: string, data: Record<string, string>): void {
-    this.configMaps.set(`${namespace}/${name}`, data);
-  }
-
-  /** A Secret, given as plain strings (the API's stringData). */
-  putSecret(namespace: string, name: string, data: Record<string, string>): void {
-    this.secrets.set(`${namespace}/${name}`, data);
-  }
 
   jobs(namespace: string): V1Job[] {
     return this.list('Job', namespace) as V1Job[];
@@ -209,14 +155,6 @@ export class FakeKubeApiServer {
     const pod = this.require('Pod', namespace, name) as V1Pod;
     pod.status = status;
     this.emit('Pod', 'MODIFIED', pod);
-  }
-
-  /** Kills a pod's container (fake kubelet); `reason` becomes its terminated reason, e.g. 'OOMKilled'. */
-  killPod(namespace: string, name: string, options: { reason?: string; signal?: NodeJS.Signals } = {}): void {
-    const container = this.containers.get(`${namespace}/${name}`);
-    if (!container) throw new Error(`fake kube-apiserver: pod ${namespace}/${name} runs no container`);
-    if (options.reason) container.killReason = options.reason;
-    container.child.kill(options.signal ?? 'SIGKILL');
   }
 
   /**
@@ -464,7 +402,6 @@ export class FakeKubeApiServer {
     this.objects.Job.set(`${namespace}/${job.metadata.name}`, job);
     this.emit('Job', 'ADDED', job);
     this.record('created', job);
-    if (this.options.kubelet) this.later(() => this.startPod(job), 5);
     return clone(job) as V1Job;
   }
 
@@ -484,18 +421,9 @@ export class FakeKubeApiServer {
     const key = `${namespace}/${pod.metadata!.name}`;
     const stored = this.objects.Pod.get(key) as V1Pod | undefined;
     if (!stored || stored.metadata?.deletionTimestamp) return;
-    const container = this.containers.get(key);
     stored.metadata!.deletionTimestamp = new Date();
-    if (!container) {
-      this.objects.Pod.delete(key);
-      this.emit('Pod', 'DELETED', stored);
-      return;
-    }
-    this.emit('Pod', 'MODIFIED', stored);
-    // SIGTERM, then SIGKILL after the grace period; the pod goes when its container has exited.
-    container.child.kill('SIGTERM');
-    const grace = (stored.spec?.terminationGracePeriodSeconds ?? 30) * 1000;
-    this.later(() => container.child.kill('SIGKILL'), grace);
+    this.objects.Pod.delete(key);
+    this.emit('Pod', 'DELETED', stored);
   }
 
   private record(event: JobTimelineEntry['event'], job: V1Job): void {
@@ -513,14 +441,6 @@ export class FakeKubeApiServer {
     const conditions = job.status?.conditions ?? [];
     if (conditions.some((c) => c.type === 'Complete' && c.status === 'True')) this.record('succeeded', job);
     else if (conditions.some((c) => c.type === 'Failed' && c.status === 'True')) this.record('failed', job);
-  }
-
-  private later(action: () => void, ms: number): void {
-    const timer = setTimeout(() => {
-      this.timers.delete(timer);
-      if (!this.closed) action();
-    }, ms);
-    this.timers.add(timer);
   }
 
   private podFor(job: V1Job): V1Pod {
@@ -553,269 +473,6 @@ export class FakeKubeApiServer {
       spec: template.spec,
     };
   }
-
-  // ---- the fake kubelet and Job controller ------------------------------------------------
-
-  private startPod(job: V1Job): void {
-    const namespace = job.metadata!.namespace!;
-    const jobName = job.metadata!.name!;
-    if (!this.objects.Job.has(`${namespace}/${jobName}`)) return;
-    const pod = this.podFor(job);
-    const key = `${namespace}/${pod.metadata!.name}`;
-    const spec = pod.spec!;
-    const container = spec.containers[0]!;
-    pod.spec = { ...spec, nodeName: 'fake-node' };
-    pod.status = {
-      phase: 'Pending',
-      conditions: [condition('PodScheduled', 'True')],
-      containerStatuses: [waitingStatus(container, 'ContainerCreating')],
-    };
-    this.objects.Pod.set(key, pod);
-    this.emit('Pod', 'ADDED', pod);
-    this.updateJob(namespace, jobName, (status) => ({ ...status, active: 1, ready: 0, startTime: new Date() }));
-
-    const entrypoint = container.command ?? this.options.kubelet!.images[container.image ?? ''];
-    if (!entrypoint || entrypoint.length === 0) {
-      this.setContainerWaiting(
-        key,
-        container,
-        'ErrImagePull',
-        `failed to pull and unpack image "${container.image}": not found`,
-      );
-      this.later(
-        () =>
-          this.setContainerWaiting(key, container, 'ImagePullBackOff', `Back-off pulling image "${container.image}"`),
-        50,
-      );
-      return;
-    }
-    const env = this.containerEnv(namespace, container);
-    if (typeof env === 'string') {
-      this.setContainerWaiting(key, container, 'CreateContainerConfigError', env);
-      return;
-    }
-    const kubelet = this.options.kubelet!;
-    const child = spawn(entrypoint[0]!, [...entrypoint.slice(1), ...(container.args ?? [])], {
-      env,
-      cwd: kubelet.cwd,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const tail: string[] = [];
-    const onLine = (line: string): void => {
-      tail.push(line);
-      if (tail.length > 80) tail.shift();
-      kubelet.onOutput?.(pod.metadata!.name!, line);
-    };
-    forLines(child.stdout!, onLine);
-    forLines(child.stderr!, onLine);
-    const startedAt = new Date();
-    let deadlineHit = false;
-    const running: Container = {
-      child,
-      exited: new Promise<void>((resolve) => {
-        child.once('error', (error) => {
-          onLine(`fake kubelet: cannot start ${entrypoint[0]}: ${error.message}`);
-        });
-        child.once('close', (code, signal) => {
-          this.containers.delete(key);
-          this.containerExited({
-            key,
-            namespace,
-            jobName,
-            container,
-            startedAt,
-            tail,
-            code,
-            signal,
-            running,
-            deadlineHit,
-          });
-          resolve();
-        });
-      }),
-    };
-    this.containers.set(key, running);
-    const stored = this.objects.Pod.get(key) as V1Pod;
-    stored.status = {
-      phase: 'Running',
-      startTime: startedAt,
-      conditions: [condition('PodScheduled', 'True'), condition('Initialized', 'True'), condition('Ready', 'True')],
-      containerStatuses: [
-        {
-          name: container.name,
-          image: container.image ?? '',
-          imageID: '',
-          ready: true,
-          restartCount: 0,
-          started: true,
-          state: { running: { startedAt } },
-        },
-      ],
-    };
-    this.emit('Pod', 'MODIFIED', stored);
-    this.updateJob(namespace, jobName, (status) => ({ ...status, ready: 1 }));
-    const deadline = job.spec?.activeDeadlineSeconds;
-    if (deadline !== undefined) {
-      this.later(() => {
-        if (!this.containers.has(key)) return;
-        deadlineHit = true;
-        child.kill('SIGTERM');
-        this.later(() => child.kill('SIGKILL'), (spec.terminationGracePeriodSeconds ?? 30) * 1000);
-      }, deadline * 1000);
-    }
-  }
-
-  private containerExited(exit: {
-    key: string;
-    namespace: string;
-    jobName: string;
-    container: V1Container;
-    startedAt: Date;
-    tail: string[];
-    code: number | null;
-    signal: NodeJS.Signals | null;
-    running: Container;
-    deadlineHit: boolean;
-  }): void {
-    const pod = this.objects.Pod.get(exit.key) as V1Pod | undefined;
-    if (!pod) return;
-    const exitCode = exit.code ?? 128 + (exit.signal ? (constants.signals[exit.signal] ?? 0) : 0);
-    const reason = exit.running.killReason ?? (exitCode === 0 ? 'Completed' : 'Error');
-    let message: string | undefined;
-    if (exitCode !== 0 && exit.container.terminationMessagePolicy === 'FallbackToLogsOnError') {
-      message = exit.tail.join('\n').slice(-2048);
-    }
-    if (pod.metadata?.deletionTimestamp) {
-      // Deleted (its Job went with Background propagation): the pod goes, the Job is gone already.
-      this.objects.Pod.delete(exit.key);
-      this.emit('Pod', 'DELETED', pod);
-      return;
-    }
-    pod.status = {
-      ...pod.status,
-      phase: exitCode === 0 ? 'Succeeded' : 'Failed',
-      conditions: [condition('PodScheduled', 'True'), condition('Ready', 'False', 'PodCompleted')],
-      containerStatuses: [
-        {
-          name: exit.container.name,
-          image: exit.container.image ?? '',
-          imageID: '',
-          ready: false,
-          restartCount: 0,
-          started: false,
-          state: {
-            terminated: {
-              exitCode,
-              reason,
-              ...(message ? { message } : {}),
-              startedAt: exit.startedAt,
-              finishedAt: new Date(),
-            },
-          },
-        },
-      ],
-    };
-    this.emit('Pod', 'MODIFIED', pod);
-    const now = new Date();
-    if (exitCode === 0) {
-      this.updateJob(exit.namespace, exit.jobName, (status) => ({
-        ...status,
-        active: 0,
-        ready: 0,
-        succeeded: 1,
-        completionTime: now,
-        conditions: [
-          condition('SuccessCriteriaMet', 'True', 'CompletionsReached'),
-          condition('Complete', 'True', 'CompletionsReached'),
-        ],
-      }));
-    } else {
-      const [why, text] = exit.deadlineHit
-        ? ['DeadlineExceeded', 'Job was active longer than specified deadline']
-        : ['BackoffLimitExceeded', 'Job has reached the specified backoff limit'];
-      this.updateJob(exit.namespace, exit.jobName, (status) => ({
-        ...status,
-        active: 0,
-        ready: 0,
-        failed: 1,
-        conditions: [condition('FailureTarget', 'True', why, text), condition('Failed', 'True', why, text)],
-      }));
-    }
-  }
-
-  private updateJob(namespace: string, name: string, change: (status: V1JobStatus) => V1JobStatus): void {
-    const job = this.objects.Job.get(`${namespace}/${name}`) as V1Job | undefined;
-    if (!job) return;
-    job.status = change(job.status ?? {});
-    this.emit('Job', 'MODIFIED', job);
-    this.recordTerminal(job);
-  }
-
-  private setContainerWaiting(key: string, container: V1Container, reason: string, message: string): void {
-    const pod = this.objects.Pod.get(key) as V1Pod | undefined;
-    if (!pod || pod.metadata?.deletionTimestamp) return;
-    pod.status = { ...pod.status, containerStatuses: [waitingStatus(container, reason, message)] };
-    this.emit('Pod', 'MODIFIED', pod);
-  }
-
-  /** The container's environment, or why it cannot be made (a CreateContainerConfigError message). */
-  private containerEnv(namespace: string, container: V1Container): Record<string, string> | string {
-    const base = this.options.kubelet?.baseEnv ?? { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp' };
-    const env: Record<string, string> = { ...base };
-    const source = (kind: 'configmap' | 'secret', name: string) =>
-      (kind === 'configmap' ? this.configMaps : this.secrets).get(`${namespace}/${name}`);
-    for (const from of container.envFrom ?? []) {
-      const ref = from.configMapRef ?? from.secretRef;
-      const kind = from.configMapRef ? 'configmap' : 'secret';
-      const data = ref?.name ? source(kind, ref.name) : undefined;
-      if (!data) {
-        if (ref?.optional) continue;
-        return `${kind} "${ref?.name}" not found`;
-      }
-      for (const [key, value] of Object.entries(data)) env[`${from.prefix ?? ''}${key}`] = value;
-    }
-    for (const variable of container.env ?? []) {
-      if (variable.value !== undefined) {
-        env[variable.name] = variable.value;
-        continue;
-      }
-      const ref = variable.valueFrom?.configMapKeyRef ?? variable.valueFrom?.secretKeyRef;
-      if (!ref) continue;
-      const kind = variable.valueFrom?.configMapKeyRef ? 'configmap' : 'secret';
-      const value = source(kind, ref.name ?? '')?.[ref.key];
-      if (value === undefined) {
-        if (ref.optional) continue;
-        return source(kind, ref.name ?? '')
-          ? `couldn't find key ${ref.key} in ${kind === 'secret' ? 'Secret' : 'ConfigMap'} ${namespace}/${ref.name}`
-          : `${kind} "${ref.name}" not found`;
-      }
-      env[variable.name] = value;
-    }
-    return env;
-  }
-}
-
-function condition(type: string, status: string, reason?: string, message?: string): V1PodCondition & V1JobCondition {
-  return {
-    type,
-    status,
-    lastTransitionTime: new Date(),
-    lastProbeTime: new Date(),
-    ...(reason ? { reason } : {}),
-    ...(message ? { message } : {}),
-  };
-}
-
-function waitingStatus(container: V1Container, reason: string, message?: string): V1ContainerStatus {
-  return {
-    name: container.name,
-    image: container.image ?? '',
-    imageID: '',
-    ready: false,
-    restartCount: 0,
-    started: false,
-    state: { waiting: { reason, ...(message ? { message } : {}) } },
-  };
 }
 
 /** A label selector: `k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`, comma-separated. */
@@ -875,17 +532,4 @@ async function readBody(request: IncomingMessage): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of request) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks).toString('utf8');
-}
-
-function forLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void): void {
-  let rest = '';
-  stream.setEncoding('utf8');
-  stream.on('data', (chunk: string) => {
-    const lines = (rest + chunk).split('\n');
-    rest = lines.pop() ?? '';
-    for (const line of lines) if (line.trim() !== '') onLine(line);
-  });
-  stream.on('end', () => {
-    if (rest.trim() !== '') onLine(rest);
-  });
 }

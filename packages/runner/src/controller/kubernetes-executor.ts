@@ -85,6 +85,11 @@ interface Run {
   started: boolean;
   /** The run is being ended (interrupted, or failing): events are no longer looked at. */
   ending: boolean;
+  /**
+   * Its pod's last state once the pod is gone: an evicted or deadline-stopped pod is deleted,
+   * and the Job's Failed condition can arrive after that; its reason stays readable here.
+   */
+  departedPod?: V1Pod;
   lastStatus?: TrainerStatus;
   pendingTimer?: NodeJS.Timeout;
   finish: (outcome: 'trained' | 'interrupted' | CellRunError) => void;
@@ -170,7 +175,7 @@ export class KubernetesExecutor implements Executor {
       kind: 'Pod',
       path: `/api/v1/namespaces/${this.namespace}/pods`,
       list: () => this.core.listNamespacedPod({ namespace: this.namespace, labelSelector }),
-      onChange: (_, pod) => this.onPodChange(pod),
+      onChange: (type, pod) => this.onPodChange(type, pod),
       onResync: () => this.evaluateAll(),
     });
   }
@@ -382,9 +387,11 @@ export class KubernetesExecutor implements Executor {
     if (run) this.evaluate(run);
   }
 
-  private onPodChange(pod: V1Pod): void {
+  private onPodChange(type: string, pod: V1Pod): void {
     const run = this.runs.get(podJobName(pod) ?? '');
-    if (run) this.evaluate(run);
+    if (!run) return;
+    if (type === 'DELETED') run.departedPod = pod;
+    this.evaluate(run);
   }
 
   /** After a (re-)list of Jobs: a run whose Job the list lacks, though it existed before the list began, lost it. */
@@ -425,7 +432,14 @@ export class KubernetesExecutor implements Executor {
       void this.describeFailure(run).then(({ message, retryable }) => run.finish(this.error(run, message, retryable)));
       return;
     }
-    const status = podStatus(this.podsOf(run.jobName));
+    const suspended = isSuspended(run.job);
+    const status = suspended
+      ? {
+          reason: 'Suspended',
+          message:
+            'queued: its Job is suspended until a queue (e.g. Kueue) admits it; no pending timeout runs meanwhile',
+        }
+      : podStatus(this.podsOf(run.jobName));
     if (IMAGE_FATAL.has(status.reason)) {
       const image = this.settings.image;
       this.fail(
@@ -440,6 +454,10 @@ export class KubernetesExecutor implements Executor {
     this.report(run, status);
     if (status.reason === 'Running') {
       run.started = true;
+      clearTimeout(run.pendingTimer);
+      run.pendingTimer = undefined;
+    } else if (suspended) {
+      // Queued is not stuck: the pending timeout starts when the queue admits the Job.
       clearTimeout(run.pendingTimer);
       run.pendingTimer = undefined;
     } else if (!run.started && !run.pendingTimer) {
@@ -502,6 +520,7 @@ export class KubernetesExecutor implements Executor {
     } catch (error) {
       this.options.log?.('cannot list the failed Job’s pods', { job: run.jobName, error: describeApiError(error) });
     }
+    if (pods.length === 0 && run.departedPod) pods = [run.departedPod];
     return describeJobFailure(run.job, pods, this.settings);
   }
 }
@@ -589,6 +608,12 @@ function describeExit(
     default:
       return { message: `exited with code ${code}${detail}${tail}`, retryable: true };
   }
+}
+
+/** A Job held back by `spec.suspend` (created so, for Kueue, or suspended later): no pod runs. */
+function isSuspended(job: V1Job): boolean {
+  if (job.spec?.suspend === true) return true;
+  return (job.status?.conditions ?? []).some((c) => c.type === 'Suspended' && c.status === 'True');
 }
 
 /** Where a trainer's pod stands while its Job is unfinished. */

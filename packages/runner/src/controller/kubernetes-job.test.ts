@@ -169,6 +169,35 @@ describe('buildTrainerJob', () => {
     expect(cpuOnly.spec!.template.spec!.containers[0]!.resources).toEqual({});
   });
 
+  it('adds extra labels, annotations and volumes, and creates the Job suspended for Kueue', () => {
+    const job = buildTrainerJob(byName('baseA seed=1'), {
+      sweepId: 'sw',
+      attempt: 1,
+      settings: {
+        ...minimal,
+        labels: { 'kueue.x-k8s.io/queue-name': 'gpu' },
+        annotations: { 'example.com/team': 'vision' },
+        suspend: true,
+        volumes: [{ name: 'data', persistentVolumeClaim: { claimName: 'data' } }],
+        volumeMounts: [{ name: 'data', mountPath: '/data' }],
+      },
+    });
+    expect(job.spec!.suspend).toBe(true);
+    for (const metadata of [job.metadata!, job.spec!.template.metadata!]) {
+      expect(metadata.labels).toMatchObject({
+        'kueue.x-k8s.io/queue-name': 'gpu',
+        'app.kubernetes.io/component': 'trainer',
+      });
+      expect(metadata.annotations).toMatchObject({ 'example.com/team': 'vision' });
+    }
+    const pod = job.spec!.template.spec!;
+    expect(pod.volumes!.map((volume) => volume.name)).toEqual(['tmp', 'data']);
+    expect(pod.containers[0]!.volumeMounts).toContainEqual({ name: 'data', mountPath: '/data' });
+    expect(
+      buildTrainerJob(byName('baseA seed=1'), { sweepId: 'sw', attempt: 1, settings: minimal }).spec!.suspend,
+    ).toBeUndefined();
+  });
+
   it('takes settings from a ConfigMap and the S3 keys from Secret references, never inline', () => {
     const job = buildTrainerJob(byName('baseA seed=1'), { sweepId: 'sw', attempt: 1, settings: full });
     const container = job.spec!.template.spec!.containers[0]!;

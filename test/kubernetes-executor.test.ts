@@ -17,7 +17,7 @@ import { Job } from 'kubernetes-models/batch/v1/Job';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Cell, type SweepSpec, expandGrid, validateSpec } from '@transferlab/experiment';
 import { type Bus, LocalFolderStore, connectNatsBus, createInProcessBus, loadConfig } from '@transferlab/platform';
-import { cellKeys, ensureSplits, evaluateCell, readResult, transplantCell } from '@transferlab/runner';
+import { cellKeys, ensureSplits, evaluateCell, measureCell, readResult, transplantCell } from '@transferlab/runner';
 import { KubernetesExecutor, type TrainerStatus } from '@transferlab/runner/controller/kubernetes-executor';
 import { ANNOTATIONS, type TrainerJobSettings, buildTrainerJob } from '@transferlab/runner/controller/kubernetes-job';
 import { CellRunError, type CellSteps } from '@transferlab/runner/controller/ports';
@@ -468,6 +468,9 @@ describe('KubernetesExecutor against the fake API server (no training)', () => {
       createSplit: async () => {},
       transplant: async () => {},
       evaluate: async (cell) => ({ cellId: cell.id }) as Awaited<ReturnType<CellSteps['evaluate']>>,
+      measure: async () => {
+        throw new Error('this sweep has no measure cells');
+      },
     };
 
     /** Plays the Job controller: completes every active Job of the sweep after `ms`. */
@@ -696,6 +699,7 @@ describe('a tiny sweep end to end: SweepController + KubernetesExecutor + the fa
       createSplit: async (task, options) => void (await ensureSplits(store, [task], { specDir: options.specDir })),
       transplant: async (cell) => void (await transplantCell(store, cell)),
       evaluate: (cell) => evaluateCell(store, cell),
+      measure: (cell) => measureCell(store, cell),
     };
     const statuses: Array<{ cellId: string; reason: string }> = [];
     const executor = new KubernetesExecutor({

@@ -1,3 +1,4 @@
+import type { LayerMeasure } from './measures.ts';
 import { ALL_ARMS, baseArmOf, otherHalf } from './cells.ts';
 import type { Arm, Cell, CellKind, Half, SweepPlan, TransferMode } from './cells.ts';
 import { lastPhaseStart } from './schedule.ts';
@@ -38,6 +39,8 @@ export interface CellResult {
   imagesPerSecond?: number;
   /** compute backend, e.g. 'tensorflow', 'wasm', 'cuda' */
   backend?: string;
+  /** measure cells: CKA and LogME per layer */
+  measures?: LayerMeasure[];
 }
 
 /** One point of Figure 2: an arm at one n, over the seeds that finished. */

@@ -8,6 +8,25 @@ import { EigenvalueDecomposition, Matrix } from 'ml-matrix';
  * Pure numeric code: the runner extracts the activations with TensorFlow.js.
  */
 
+/** The cheap measures of one learned layer, as a measure cell stores them. */
+export interface LayerMeasure {
+  /** 1 = conv1 … 7 = fc7 */
+  n: number;
+  layer: string;
+  /** linear CKA between the source half's base net (baseA) and the target's (baseB) */
+  ckaSourceTarget: number;
+  /** linear CKA between baseB and baseB2 (another init on the same half): the ceiling */
+  ckaTargetReplica: number;
+  /** LogME of baseA's layer on the target's labels: the transfer estimate */
+  logmeSource: number;
+  /** LogME of baseB's own layer on its labels */
+  logmeTarget: number;
+  /** features per image after pooling */
+  features: number;
+  examples: number;
+  ckaMethod: 'full' | 'minibatch';
+}
+
 /** Examples in rows, features in columns, row-major. */
 export interface Features {
   rows: number;

@@ -9,3 +9,4 @@ export * from './findings.ts';
 export * from './figures.ts';
 export * from './report.ts';
 export * from './measures.ts';
+export * from './measures-report.ts';

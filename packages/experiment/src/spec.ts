@@ -548,3 +548,11 @@ export function specJsonSchema(): Record<string, unknown> {
 export function specJsonSchemaText(): string {
   return `${JSON.stringify(specJsonSchema(), null, 2)}\n`;
 }
+
+/**
+ * The spec as `transferlab run --only-measures` runs it: the base nets and the cheap measures
+ * (with the spec's measure settings, or the defaults), none of the transfer grid.
+ */
+export function withOnlyMeasures(spec: SweepSpec): SweepSpec {
+  return { ...spec, measures: { ...(spec.measures ?? MeasuresSchema.parse({})), only: true } };
+}

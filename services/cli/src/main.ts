@@ -34,7 +34,11 @@ const sweepOptions = (command: Command): Command =>
     .option('--store <dir>', 'object store folder: splits, checkpoints and finished cells, kept by id', DEFAULT_STORE)
     .option('--out <dir>', 'report folder (default: <store>/../reports/<sweep name>)')
     .option('--workers <n>', "worker processes (default: the spec's concurrency; auto = one per core)", positiveInt)
-    .option('--progress <mode>', 'bars (default on a terminal) or lines', progressMode);
+    .option('--progress <mode>', 'bars (default on a terminal) or lines', progressMode)
+    .option(
+      '--only-measures',
+      "the cheap first look: train only the base nets (and a second baseB) and compute per-layer CKA and LogME, as the spec's measures.only",
+    );
 
 sweepOptions(
   program

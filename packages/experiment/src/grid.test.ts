@@ -220,8 +220,8 @@ describe('measure cells', () => {
         sourceCellId: of('baseA').id,
         targetCellId: of('baseB').id,
         replicaCellId: of('baseB2').id,
-        examples: 1000,
-        maxFeatures: 2048,
+        examples: 500,
+        maxFeatures: 1024,
         batch: 500,
       });
       expect(measure.deps).toEqual([of('baseA').id, of('baseB').id, of('baseB2').id]);

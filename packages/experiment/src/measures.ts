@@ -161,12 +161,11 @@ interface Spectrum {
 }
 
 function spectrum(f: Features): Spectrum {
-  const fm = new Matrix(f.rows, f.cols);
-  for (let i = 0; i < f.rows; i++) for (let j = 0; j < f.cols; j++) fm.set(i, j, f.data[i * f.cols + j]!);
   // Decompose the smaller of FᵀF and FFᵀ: the two share their nonzero eigenvalues.
   const wide = f.cols > f.rows;
-  const product = wide ? fm.mmul(fm.transpose()) : fm.transpose().mmul(fm);
-  const eig = new EigenvalueDecomposition(product, { assumeSymmetric: true });
+  const size = wide ? f.rows : f.cols;
+  const product = gram(wide ? f : transpose(f));
+  const eig = new EigenvalueDecomposition(Matrix.from1DArray(size, size, product), { assumeSymmetric: true });
   const values = eig.realEigenvalues;
   const vectors = eig.eigenvectorMatrix;
   const largest = Math.max(0, ...values);
@@ -175,15 +174,23 @@ function spectrum(f: Features): Spectrum {
   keep.forEach(({ value, index }, column) => {
     if (wide) {
       for (let i = 0; i < f.rows; i++) u.set(i, column, vectors.get(i, index));
-    } else {
-      // u_i = F v_i / σ_i
-      const v = vectors.getColumnVector(index);
-      const fv = fm.mmul(v);
-      const sigma = Math.sqrt(value);
-      for (let i = 0; i < f.rows; i++) u.set(i, column, fv.get(i, 0) / sigma);
+      return;
+    }
+    // u_i = F v_i / σ_i
+    const sigma = Math.sqrt(value);
+    for (let i = 0; i < f.rows; i++) {
+      let sum = 0;
+      for (let k = 0; k < f.cols; k++) sum += f.data[i * f.cols + k]! * vectors.get(k, index);
+      u.set(i, column, sum / sigma);
     }
   });
   return { s: keep.map(({ value }) => value), u };
+}
+
+function transpose(f: Features): Features {
+  const out = new Float64Array(f.data.length);
+  for (let i = 0; i < f.rows; i++) for (let k = 0; k < f.cols; k++) out[k * f.rows + i] = f.data[i * f.cols + k]!;
+  return { rows: f.cols, cols: f.rows, data: out };
 }
 
 /**

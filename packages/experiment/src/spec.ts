@@ -296,11 +296,11 @@ const MeasuresSchema = z
   .strictObject({
     examples: positiveInt
       .max(50_000)
-      .default(1000)
+      .default(500)
       .describe("how many of B's test images the measures use (the first ones in the split's stored order)"),
     maxFeatures: positiveInt
       .max(65_536)
-      .default(2048)
+      .default(1024)
       .describe('a conv layer wider than this is average-pooled over space (2×2, 4×4, …) until it fits'),
     batch: positiveInt
       .min(4)

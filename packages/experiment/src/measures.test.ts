@@ -174,6 +174,14 @@ describe('LogME', () => {
     }
   });
 
+  it('gives the noise-only evidence for all-zero features (a dead layer), not NaN', () => {
+    const dead = features(rows, 5, new Float64Array(rows * 5));
+    // m = 0, so the best β is n/‖y‖² for each class column (20 ones of 60).
+    const beta = rows / 20;
+    const expected = 0.5 * Math.log(beta) - 0.5 * Math.log(2 * Math.PI) - (beta * 20) / (2 * rows);
+    expect(logme(dead, labels)).toBeCloseTo(expected, 9);
+  });
+
   it('gives a finite value when there are more features than examples', () => {
     const wide = randomFeatures(6, 10, 10);
     expect(Number.isFinite(logme(wide, [0, 1, 0, 1, 0, 1]))).toBe(true);

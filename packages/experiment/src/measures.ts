@@ -238,8 +238,9 @@ function maximiseEvidence(parts: { s: number[]; z: number[]; yy: number; n: numb
       mm += (beta * beta * s[i]! * z[i]! * z[i]!) / (denominator * denominator);
       residual += ((alpha * z[i]!) / denominator) ** 2 - z[i]! * z[i]!;
     }
-    // Guards keep a degenerate column (m = 0 or a perfect fit) finite instead of NaN.
-    const nextAlpha = gamma / Math.max(mm, 1e-300);
+    // Features with no variance (a dead ReLU layer) or no projection of y leave α free: the
+    // evidence then does not depend on it, so it stays put instead of collapsing to 0/0.
+    const nextAlpha = gamma > 0 && mm > 0 ? gamma / mm : alpha;
     const nextBeta = (n - gamma) / Math.max(residual, 1e-300);
     const change = Math.abs(nextAlpha - alpha) / alpha + Math.abs(nextBeta - beta) / beta;
     alpha = Math.min(nextAlpha, 1e300);

@@ -167,9 +167,14 @@ function cellTable(cells: Cell[], options: { progress: boolean }): string {
       rows.push([cell.name, cell.id.slice(0, 12)]);
       continue;
     }
-    const score = cell.result ? cell.result.score.toFixed(4) : '-';
+    const measures = cell.result?.measures ?? [];
+    // A measure cell has no score: its numbers are CKA(baseA, baseB) per layer, shown instead.
+    const score = cell.result && Number.isFinite(cell.result.score) ? cell.result.score.toFixed(4) : '-';
     // A running cell's executor status (e.g. why its pod waits) says more than an old error.
-    const note = (cell.status && !cell.result ? cell.status : cell.error).replace(/\s+/g, ' ');
+    const note =
+      measures.length > 0 && !cell.error
+        ? `CKA(A,B) ${measures.map((m) => `${m.layer} ${m.ckaSourceTarget.toFixed(2)}`).join(' ')}`
+        : (cell.status && !cell.result ? cell.status : cell.error).replace(/\s+/g, ' ');
     rows.push([cell.name, stateName(cell.state), String(cell.attempts), score, note]);
   }
   return table(rows);

@@ -383,7 +383,12 @@ export function measuresSpec(summary: MeasuresSummary): TopLevelSpec {
       scale: { domain: [0.5, MAX_N + 0.5] },
       axis: { values: Array.from({ length: MAX_N }, (_, i) => i + 1), format: 'd' },
     };
-    const color = { field: 'label', type: 'nominal', title: null, legend: { orient: 'bottom', direction: 'vertical', labelLimit: 0 } };
+    const color = {
+      field: 'label',
+      type: 'nominal',
+      title: null,
+      legend: { orient: 'bottom', direction: 'vertical', labelLimit: 0 },
+    };
     return {
       title: panel.title,
       width: PANEL_WIDTH,

@@ -118,6 +118,7 @@ serverOption(
     .requiredOption('-f, --file <spec>', 'sweep spec, YAML or JSON; relative dataset paths are sent as absolute paths')
     .option('--watch', 'follow the sweep to its end, as `sweep watch` does')
     .option('--dry-run', 'validate the spec and list its cells; start nothing')
+    .option('--only-measures', 'only the base nets and the cheap measures (sets measures.only in the spec sent)')
     .option('--progress <mode>', 'with --watch: bars (default on a terminal) or lines', progressMode),
 ).action(async (options) => {
   process.exitCode = await sweepStart(options);

@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { type Cell, type Sweep, SweepState } from '@transferlab/proto';
 import { SweepGateway, rpcMessage, rpcStatus } from '../sweep-client.ts';
-import { readSpecForServer } from './sweep-spec.ts';
+import { onlyMeasuresText, readSpecForServer } from './sweep-spec.ts';
 import { type ProgressMode, countsText, followSweep, isFinalSweepState, stateName } from './sweep-watch.ts';
 
 export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
@@ -95,7 +95,13 @@ async function watchToEnd(gateway: SweepGateway, sweepId: string, mode: Progress
 const defaultMode = (mode: ProgressMode | undefined): ProgressMode => mode ?? (process.stderr.isTTY ? 'bars' : 'lines');
 
 export async function sweepStart(
-  options: ServerOption & { file: string; watch?: boolean; dryRun?: boolean; progress?: ProgressMode },
+  options: ServerOption & {
+    file: string;
+    watch?: boolean;
+    dryRun?: boolean;
+    progress?: ProgressMode;
+    onlyMeasures?: boolean;
+  },
 ): Promise<number> {
   return withGateway(options, undefined, async (gateway) => {
     let spec;
@@ -105,7 +111,7 @@ export async function sweepStart(
       throw new UsageError((error as Error).message);
     }
     const response = await gateway.start({
-      specText: spec.text,
+      specText: options.onlyMeasures ? onlyMeasuresText(spec.text) : spec.text,
       specFile: spec.specFile,
       validateOnly: options.dryRun,
     });

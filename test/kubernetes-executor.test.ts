@@ -28,7 +28,7 @@ import { Job } from 'kubernetes-models/batch/v1/Job';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Cell, type SweepSpec, expandGrid, validateSpec } from '@transferlab/experiment';
 import { type Bus, LocalFolderStore, connectNatsBus, createInProcessBus, loadConfig } from '@transferlab/platform';
-import { cellKeys, ensureSplits, evaluateCell, readResult, transplantCell } from '@transferlab/runner';
+import { cellKeys, ensureSplits, evaluateCell, measureCell, readResult, transplantCell } from '@transferlab/runner';
 import {
   KubernetesExecutor,
   type TrainerStatus,
@@ -688,6 +688,9 @@ describe('KubernetesExecutor against the real control plane, as the chart’s Se
       createSplit: async () => {},
       transplant: async () => {},
       evaluate: async (cell) => ({ cellId: cell.id }) as Awaited<ReturnType<CellSteps['evaluate']>>,
+      measure: async () => {
+        throw new Error('this sweep has no measure cells');
+      },
     };
     const sweepJobs = (sweepId: string, event: TimelineEntry['event']) =>
       timeline.entries.filter((e) => e.event === event && e.annotations[ANNOTATIONS.sweepId] === sweepId);
@@ -821,6 +824,7 @@ describe('a tiny sweep end to end: SweepController + KubernetesExecutor + the re
       createSplit: async (task, options) => void (await ensureSplits(store, [task], { specDir: options.specDir })),
       transplant: async (cell) => void (await transplantCell(store, cell)),
       evaluate: (cell) => evaluateCell(store, cell),
+      measure: (cell) => measureCell(store, cell),
     };
     const statuses: Array<{ cellId: string; reason: string }> = [];
     const executor = new KubernetesExecutor({

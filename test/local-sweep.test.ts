@@ -30,6 +30,30 @@ function tinySpec(overrides: Record<string, unknown> = {}): SweepSpec {
 }
 
 describe('local sweep', () => {
+  it('runs only the base nets and the cheap measures, CKA by minibatch, then reuses the measure cell', async () => {
+    const storeRoot = await mkdtemp(join(tmpdir(), 'tl-measures-'));
+    const spec = tinySpec({ measures: { only: true, examples: 40, batch: 16, maxFeatures: 256 } });
+    const first = await runLocalSweep(spec, { specDir: process.cwd(), storeRoot });
+    expect(first.plan.cells.map((cell) => cell.arm).sort()).toEqual(['baseA', 'baseB', 'baseB2', 'measureB']);
+    expect([...first.states.values()].every((state) => state === 'succeeded')).toBe(true);
+    const measured = first.results.find((result) => result.kind === 'measure')!;
+    expect(measured.measures!.map((m) => m.layer)).toEqual(['conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7']);
+    for (const m of measured.measures!) {
+      expect(m).toMatchObject({ examples: 40, ckaMethod: 'minibatch' });
+      expect(m.features).toBeLessThanOrEqual(256);
+      // Unbiased HSIC can stray a little outside [0, 1] on 40 images; far outside is a bug.
+      for (const cka of [m.ckaSourceTarget, m.ckaTargetReplica]) {
+        expect(cka).toBeGreaterThan(-0.3);
+        expect(cka).toBeLessThan(1.05);
+      }
+      expect(Number.isFinite(m.logmeSource)).toBe(true);
+      expect(Number.isFinite(m.logmeTarget)).toBe(true);
+    }
+    const again = await runLocalSweep(spec, { specDir: process.cwd(), storeRoot });
+    expect([...again.states.values()].every((state) => state === 'reused')).toBe(true);
+    expect(again.results.find((result) => result.kind === 'measure')!.measures).toEqual(measured.measures);
+  });
+
   it('runs every cell in dependency order, then reuses finished cells and re-runs only what a change touches', async () => {
     const storeRoot = await mkdtemp(join(tmpdir(), 'tl-sweep-'));
     const order: string[] = [];

@@ -69,6 +69,7 @@ export async function runScale(options: ScaleOptions): Promise<ScaleResult> {
   const spec = validateSpec({
     name: 'scale',
     dataset: { kind: 'mnist' },
+    arms: ['baseA', 'baseB', 'BnB', 'BnB+', 'AnB', 'AnB+'],
     repeats: options.repeats,
     concurrency: options.concurrency ?? options.nodes * options.gpusPerNode,
   });
@@ -89,6 +90,9 @@ export async function runScale(options: ScaleOptions): Promise<ScaleResult> {
     createSplit: async () => {},
     transplant: async () => {},
     evaluate: async (cell) => ({ cellId: cell.id }) as Awaited<ReturnType<CellSteps['evaluate']>>,
+    measure: async () => {
+      throw new Error('the scale sweep has no measure cells');
+    },
   };
   const store = new LocalFolderStore(await mkdtemp(join(tmpdir(), 'tl-scale-')));
   const controller = new SweepController({ store, bus: createInProcessBus(), steps, executor });

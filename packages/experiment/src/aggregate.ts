@@ -1,3 +1,4 @@
+import type { LayerMeasure } from './measures.ts';
 import { ALL_ARMS, baseArmOf, otherHalf } from './cells.ts';
 import type { Arm, Cell, CellKind, Half, SweepPlan, TransferMode } from './cells.ts';
 import { lastPhaseStart } from './schedule.ts';
@@ -38,6 +39,8 @@ export interface CellResult {
   imagesPerSecond?: number;
   /** compute backend, e.g. 'tensorflow', 'wasm', 'cuda' */
   backend?: string;
+  /** measure cells: CKA and LogME per layer */
+  measures?: LayerMeasure[];
 }
 
 /** One point of Figure 2: an arm at one n, over the seeds that finished. */
@@ -141,6 +144,10 @@ const NAMES_IN_WARNING = 8;
 const SELFFER_EXCESS = 0.01;
 
 export function aggregate(plan: SweepPlan, results: readonly CellResult[]): Aggregate {
+  // Measure cells train nothing and have no score: the report's measures section shows them.
+  const measureIds = new Set(plan.cells.filter((cell) => cell.kind === 'measure').map((cell) => cell.id));
+  plan = { ...plan, cells: plan.cells.filter((cell) => cell.kind !== 'measure') };
+  results = results.filter((result) => !measureIds.has(result.cellId));
   const cellIds = new Set(plan.cells.map((cell) => cell.id));
   const resultById = new Map<string, CellResult>();
   for (const result of results) if (cellIds.has(result.cellId)) resultById.set(result.cellId, result);

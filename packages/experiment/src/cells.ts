@@ -5,7 +5,7 @@ export type Half = 'A' | 'B';
  * `control`: the equal-budget control, a base net trained on for a second budget on its own
  * half (all 8 layers kept, fine-tuned), so that it has had exactly the training of a `+` cell.
  */
-export type CellKind = 'base' | 'transfer' | 'random' | 'control';
+export type CellKind = 'base' | 'transfer' | 'random' | 'control' | 'measure';
 export type TransferMode = 'frozen' | 'fine-tuned';
 
 /** Figure 2's lines, in the order the paper introduces them (B as target first). */
@@ -25,7 +25,14 @@ export const ALL_ARMS = [
   'controlB',
   'controlA',
 ] as const;
-export type Arm = (typeof ALL_ARMS)[number];
+/**
+ * Cells that only the cheap measures add (spec `measures`), never a line of Figure 2 and never
+ * listed in a spec's arms: `baseB2`, a second base net on B with its own init stream (the
+ * ceiling of CKA between two nets of one half), and `measureB`, the cell that computes CKA and
+ * LogME per layer from the base nets.
+ */
+export const MEASURE_ARMS = ['baseB2', 'measureB'] as const;
+export type Arm = (typeof ALL_ARMS)[number] | (typeof MEASURE_ARMS)[number];
 
 export type ArmInfo =
   | { arm: Arm; kind: 'base'; target: Half }
@@ -71,12 +78,14 @@ export function armOf(cell: {
   if (cell.kind === 'base') text = `base${cell.target}`;
   else if (cell.kind === 'control') text = `control${cell.target}`;
   else if (cell.kind === 'random') text = `Rn${cell.target}`;
+  else if (cell.kind === 'measure') text = `measure${cell.target}`;
   else {
     if (!cell.source) throw new Error('armOf: a transfer cell needs a source half');
     text = `${cell.source}n${cell.target}${cell.mode === 'fine-tuned' ? '+' : ''}`;
   }
-  if (!isArm(text)) throw new Error(`armOf: no arm for ${JSON.stringify(cell)}`);
-  return text;
+  if (!isArm(text) && !(MEASURE_ARMS as readonly string[]).includes(text))
+    throw new Error(`armOf: no arm for ${JSON.stringify(cell)}`);
+  return text as Arm;
 }
 
 export function baseArmOf(half: Half): Arm {
@@ -123,6 +132,23 @@ export interface Cell {
   deps: string[];
   /** a base cell added only because a requested transfer arm copies from it */
   implicit?: true;
+  /** baseB2: the second net of its half (replica 2), so its id differs from baseB's */
+  replica?: number;
+  /** measure cells: the base nets measured, and how */
+  measure?: MeasureTask;
+}
+
+/** What a measure cell computes from: base nets of one repeat, on the target half's test images. */
+export interface MeasureTask {
+  /** the net whose layers are compared with the target's and scored by LogME on its labels */
+  sourceCellId: string;
+  /** the target half's own base net */
+  targetCellId: string;
+  /** a second base net of the target half with another init stream: the CKA ceiling */
+  replicaCellId: string;
+  examples: number;
+  maxFeatures: number;
+  batch: number;
 }
 
 export interface SweepPlan {

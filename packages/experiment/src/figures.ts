@@ -3,6 +3,7 @@ import * as vl from 'vega-lite';
 import type { TopLevelSpec } from 'vega-lite';
 import type { Aggregate, ArmPoint, BaseBand, Decomposition, PairedSummary } from './aggregate.ts';
 import type { Arm, Half } from './cells.ts';
+import type { MeasureMetric, MeasuresSummary } from './measures-report.ts';
 
 /** The nets have 8 learned layers, so n runs 0 (the base net itself) to 7. */
 const MAX_N = 7;
@@ -345,7 +346,74 @@ export async function renderSvg(spec: TopLevelSpec): Promise<string> {
   }
 }
 
-export async function renderFigures(aggregate: Aggregate): Promise<{ figure2: string; figure3: string }> {
+export async function renderFigures(
+  aggregate: Aggregate,
+  measures: MeasuresSummary | null = null,
+): Promise<{ figure2: string; figure3: string; measures?: string }> {
   const [figure2, figure3] = await Promise.all([renderSvg(figure2Spec(aggregate)), renderSvg(figure3Spec(aggregate))]);
-  return { figure2, figure3 };
+  if (!measures) return { figure2, figure3 };
+  return { figure2, figure3, measures: await renderSvg(measuresSpec(measures)) };
+}
+
+// ---------------------------------------------------------------------------------------
+// The cheap measures, beside Figure 2
+
+const MEASURE_PANELS: { title: string; y: string; metrics: MeasureMetric[] }[] = [
+  { title: 'Linear CKA on B test images', y: 'linear CKA', metrics: ['ckaSourceTarget', 'ckaTargetReplica'] },
+  { title: "LogME on B's labels", y: 'LogME (nats per image)', metrics: ['logmeSource', 'logmeTarget'] },
+];
+
+export function measuresSpec(summary: MeasuresSummary): TopLevelSpec {
+  const panels = MEASURE_PANELS.map((panel) => {
+    const rows = summary.points
+      .filter((point) => panel.metrics.includes(point.metric))
+      .map((point) => ({
+        label: point.label,
+        n: point.n,
+        mean: point.mean,
+        // No interval from one repeat: the rule collapses to the value.
+        lo: point.ci95 === null ? point.min : point.mean - point.ci95,
+        hi: point.ci95 === null ? point.max : point.mean + point.ci95,
+      }));
+    if (rows.length === 0) return null;
+    const x = {
+      field: 'n',
+      type: 'quantitative',
+      title: 'Layer n (1 = conv1 … 7 = fc7)',
+      scale: { domain: [0.5, MAX_N + 0.5] },
+      axis: { values: Array.from({ length: MAX_N }, (_, i) => i + 1), format: 'd' },
+    };
+    const color = {
+      field: 'label',
+      type: 'nominal',
+      title: null,
+      legend: { orient: 'bottom', direction: 'vertical', labelLimit: 0 },
+    };
+    return {
+      title: panel.title,
+      width: PANEL_WIDTH,
+      height: PANEL_HEIGHT,
+      data: { values: rows },
+      layer: [
+        {
+          mark: { type: 'rule', strokeWidth: 1.2 },
+          encoding: { x, y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' }, color },
+        },
+        {
+          mark: { type: 'line', point: true },
+          encoding: { x, y: { field: 'mean', type: 'quantitative', title: panel.y, scale: { zero: false } }, color },
+        },
+      ],
+    };
+  }).filter((panel) => panel !== null);
+  return framed(
+    {
+      text: 'The cheap measures per layer (no transfer cell trained)',
+      subtitle: [
+        'Mean over repeats with its 95% t interval.',
+        'Set against Figure 2: where does layer n stop being general?',
+      ],
+    },
+    panels,
+  );
 }

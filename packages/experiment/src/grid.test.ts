@@ -194,3 +194,55 @@ describe('expandGrid', () => {
     });
   });
 });
+
+describe('measure cells', () => {
+  const arms = ['baseA', 'baseB', 'AnB', 'AnB+'] as const;
+  const without = plan({ arms: [...arms], layers: [1, 2], repeats: 2 });
+  const withMeasures = plan({ arms: [...arms], layers: [1, 2], repeats: 2, measures: {} });
+
+  it('add a second baseB and one measure cell per repeat, and change no other id', () => {
+    const added = withMeasures.cells.filter((cell) => !without.cells.some((c) => c.id === cell.id));
+    expect(added.map((cell) => cell.name).sort()).toEqual([
+      'baseB2 seed=1',
+      'baseB2 seed=2',
+      'measureB seed=1',
+      'measureB seed=2',
+    ]);
+    expect(changedNames(without, withMeasures)).toEqual([]);
+    expect(planOrderProblem(withMeasures)).toBeNull();
+    for (const seed of [1, 2]) {
+      const of = (arm: string) => withMeasures.cells.find((cell) => cell.arm === arm && cell.seed === seed)!;
+      expect(of('baseB2').id).not.toBe(of('baseB').id);
+      expect(of('baseB2')).toMatchObject({ kind: 'base', target: 'B', replica: 2, splitId: of('baseB').splitId });
+      const measure = of('measureB');
+      expect(measure).toMatchObject({ kind: 'measure', target: 'B', source: 'A' });
+      expect(measure.measure).toEqual({
+        sourceCellId: of('baseA').id,
+        targetCellId: of('baseB').id,
+        replicaCellId: of('baseB2').id,
+        examples: 500,
+        maxFeatures: 1024,
+        batch: 500,
+      });
+      expect(measure.deps).toEqual([of('baseA').id, of('baseB').id, of('baseB2').id]);
+    }
+  });
+
+  it('with only: the base nets and the measures, the same cells by id', () => {
+    const only = plan({ arms: [...arms], layers: [1, 2], repeats: 2, measures: { only: true } });
+    expect(only.cells.map((cell) => cell.arm).sort()).toEqual(
+      ['baseA', 'baseA', 'baseB', 'baseB', 'baseB2', 'baseB2', 'measureB', 'measureB'].sort(),
+    );
+    const ids = new Set(withMeasures.cells.map((cell) => cell.id));
+    expect(only.cells.every((cell) => ids.has(cell.id))).toBe(true);
+  });
+
+  it('a changed measure setting changes only the measure cells', () => {
+    const more = plan({ arms: [...arms], layers: [1, 2], repeats: 2, measures: { examples: 2000 } });
+    expect(changedNames(withMeasures, more).sort()).toEqual(['measureB seed=1', 'measureB seed=2']);
+  });
+
+  it('are refused in arms: they are not lines of Figure 2', () => {
+    expect(() => plan({ arms: ['baseA', 'measureB' as 'baseA'] })).toThrow(/unknown arm 'measureB'/);
+  });
+});

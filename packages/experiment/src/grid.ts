@@ -1,6 +1,6 @@
 import { contentId } from './canonical.ts';
 import { armOf, baseArmOf, cellName, parseArm } from './cells.ts';
-import type { Arm, Cell, CellKind, Half, SplitTask, SweepPlan, TransferMode } from './cells.ts';
+import type { Arm, Cell, CellKind, Half, MeasureTask, SplitTask, SweepPlan, TransferMode } from './cells.ts';
 import type { NetSpec, SweepSpec, TrainingSpec } from './spec.ts';
 
 /**
@@ -41,6 +41,8 @@ export interface CellIdentity {
   net: NetSpec;
   training: TrainingSpec;
   sourceCellId?: string | undefined;
+  /** only baseB2 has one; absent, the id is the one cells had before measures existed */
+  replica?: number | undefined;
 }
 
 /** The hash of everything that determines a cell's result, and nothing else. */
@@ -58,6 +60,27 @@ export function cellId(identity: CellIdentity): string {
     net: identity.net,
     training: trainingForId(identity.training),
     sourceCellId: identity.sourceCellId,
+    replica: identity.replica,
+  });
+}
+
+/**
+ * A measure cell's id: the base nets it reads and how many images and features it uses.
+ * `only` is left out: the same measures of the same nets are one cell whatever else runs.
+ */
+export function measureCellId(task: MeasureTask & { target: Half; seed: number; splitId: string }): string {
+  return contentId({
+    v: ID_VERSION,
+    type: 'measure',
+    target: task.target,
+    seed: task.seed,
+    splitId: task.splitId,
+    sourceCellId: task.sourceCellId,
+    targetCellId: task.targetCellId,
+    replicaCellId: task.replicaCellId,
+    examples: task.examples,
+    maxFeatures: task.maxFeatures,
+    batch: task.batch,
   });
 }
 
@@ -74,11 +97,17 @@ export function baseTraining(spec: SweepSpec): TrainingSpec {
 export function expandGrid(spec: SweepSpec): SweepPlan {
   const seeds = Array.from({ length: spec.repeats }, (_, i) => i + 1);
   const layers = [...spec.layers].sort((a, b) => a - b);
-  const arms = spec.arms.map((arm) => parseArm(arm));
+  const measures = spec.measures;
+  // The cheap first look: the base nets and their measures, none of the grid's training.
+  const arms = spec.arms.map((arm) => parseArm(arm)).filter((arm) => !measures?.only || arm.kind === 'base');
 
   const requestedBases = new Set(arms.filter((arm) => arm.kind === 'base').map((arm) => arm.target));
   const neededBases = new Set(requestedBases);
   for (const arm of arms) if (arm.kind === 'transfer' || arm.kind === 'control') neededBases.add(arm.source);
+  if (measures) {
+    neededBases.add('A');
+    neededBases.add('B');
+  }
   const baseHalves = (['A', 'B'] as const).filter((half) => neededBases.has(half));
 
   const splits = new Map<string, SplitTask>();
@@ -117,6 +146,49 @@ export function expandGrid(spec: SweepSpec): SweepPlan {
         ...identity,
         deps: [],
         ...(requestedBases.has(half) ? {} : { implicit: true as const }),
+      });
+    }
+    if (measures) {
+      // The ceiling needs two nets of one half that differ only in their init (and dropout and
+      // order) streams. Repeats cannot serve: with random splits no two repeats share a split.
+      const identity = {
+        kind: 'base',
+        target: 'B',
+        seed,
+        splitId: split.id,
+        net: spec.net,
+        training: forBase,
+        replica: 2,
+      } as const;
+      const replicaCellId = cellId(identity);
+      baseCells.push({
+        id: replicaCellId,
+        name: cellName({ arm: 'baseB2', seed }),
+        arm: 'baseB2',
+        ...identity,
+        deps: [],
+      });
+      const measure: MeasureTask = {
+        sourceCellId: baseIds.get('A')!,
+        targetCellId: baseIds.get('B')!,
+        replicaCellId,
+        examples: measures.examples,
+        maxFeatures: measures.maxFeatures,
+        batch: measures.batch,
+      };
+      otherCells.push({
+        id: measureCellId({ ...measure, target: 'B', seed, splitId: split.id }),
+        name: cellName({ arm: 'measureB', seed }),
+        arm: 'measureB',
+        kind: 'measure',
+        seed,
+        splitId: split.id,
+        target: 'B',
+        source: 'A',
+        net: spec.net,
+        training: forBase,
+        measure,
+        deps: [measure.sourceCellId, measure.targetCellId, replicaCellId],
       });
     }
     for (const info of arms) {

@@ -8,3 +8,5 @@ export * from './aggregate.ts';
 export * from './findings.ts';
 export * from './figures.ts';
 export * from './report.ts';
+export * from './measures.ts';
+export * from './measures-report.ts';

@@ -5,12 +5,13 @@ import type { Comparison, Finding, FindingsOptions } from './findings.ts';
 import type { Half, SweepPlan } from './cells.ts';
 import type { SweepSpec } from './spec.ts';
 import type { Summary } from './stats.ts';
+import { type MeasuresSummary, summarizeMeasures } from './measures-report.ts';
 
 export interface ReportOptions {
   spec: SweepSpec;
   /** ISO timestamp; passed in so the same inputs give the same report */
   generatedAt: string;
-  figures: { figure2: string; figure3: string };
+  figures: { figure2: string; figure3: string; measures?: string };
   /** free-form facts for the header (host, commit, command line) */
   extra?: Record<string, string>;
   /** what the findings compare this sweep with (the random split, for a dissimilar one) */
@@ -55,11 +56,12 @@ export function verdicts(agg: Aggregate, options: FindingsOptions = {}): Verdict
 export function buildReport(plan: SweepPlan, results: readonly CellResult[], options: ReportOptions): Report {
   const agg = aggregate(plan, results);
   const judged = verdicts(agg, options.findings);
+  const measures = summarizeMeasures(plan, results);
   return {
-    json: reportJson(agg, judged, options),
+    json: reportJson(agg, judged, options, measures),
     cellsCsv: cellsCsv(agg),
     armsCsv: armsCsv(agg),
-    html: reportHtml(agg, judged, options),
+    html: reportHtml(agg, judged, options, measures),
   };
 }
 
@@ -73,7 +75,12 @@ export function findingsText(judged: Verdicts): string[] {
 // ---------------------------------------------------------------------------------------
 // JSON and CSV
 
-function reportJson(agg: Aggregate, judged: Verdicts, options: ReportOptions): string {
+function reportJson(
+  agg: Aggregate,
+  judged: Verdicts,
+  options: ReportOptions,
+  measures: MeasuresSummary | null,
+): string {
   const body = {
     report: 'transferlab',
     version: REPORT_VERSION,
@@ -92,6 +99,8 @@ function reportJson(agg: Aggregate, judged: Verdicts, options: ReportOptions): s
     points: agg.points,
     decomposition: agg.decomposition,
     cells: agg.cells,
+    // Present only when the spec asks for the cheap measures (an addition, not a new shape).
+    ...(measures ? { measures } : {}),
     spec: options.spec,
   };
   // NaN (a mean of nothing) has no JSON form; null says "no value" honestly.
@@ -402,7 +411,59 @@ figure { margin: 1rem 0; overflow-x: auto; } svg, figure img { max-width: none; 
 pre { background: #f7f7f7; padding: 0.8rem; overflow-x: auto; }
 `;
 
-function reportHtml(agg: Aggregate, judged: Verdicts, options: ReportOptions): string {
+function measuresHtml(measures: MeasuresSummary | null, figure: string | undefined): string {
+  if (!measures) return '';
+  const correlations = measures.correlations.map((c) => [
+    esc(c.label),
+    esc(c.arm),
+    c.perRepeat.length === 0 ? '–' : c.perRepeat.map((r) => `${fmt(r.rho, 2)} (seed ${r.seed})`).join('<br>'),
+    c.count === 0 ? '–' : `${fmt(c.mean, 2)}${c.ci95 === null ? '' : ` ± ${fmt(c.ci95, 2)}`} (${c.count})`,
+    `<span class="${c.verdict === 'predicts the ordering' ? 'yes' : c.verdict === 'inconclusive' ? 'maybe' : 'no'}">${esc(c.verdict)}</span>`,
+    esc(c.reason),
+  ]);
+  const layers = [...new Set(measures.points.map((p) => p.n))].sort((a, b) => a - b);
+  const metrics = [...new Set(measures.points.map((p) => p.label))];
+  const values = layers.map((n) => [
+    esc(measures.points.find((p) => p.n === n)?.layer ?? String(n)),
+    ...metrics.map((label) =>
+      meanCi(
+        measures.points.find((p) => p.n === n && p.label === label),
+        false,
+      ),
+    ),
+  ]);
+  const how = [
+    measures.examples === null ? '' : `${measures.examples} of B's test images`,
+    measures.ckaMethod === null ? '' : `${measures.ckaMethod} linear CKA`,
+    Object.keys(measures.features).length === 0
+      ? ''
+      : `features per image after pooling: ${Object.entries(measures.features)
+          .map(([layer, count]) => `${layer} ${count}`)
+          .join(', ')}`,
+  ].filter((part) => part !== '');
+  return `
+<h2>The cheap measures</h2>
+<p class="meta">Computed from the base nets alone, with no transfer cell trained: linear CKA between baseA's and baseB's layer n on B's
+test images (with CKA between baseB and baseB2, a second net of B with another init, as the ceiling), and LogME of each base net's
+layer-n features on B's labels. ${esc(how.join('; '))}.</p>
+${figure ? `<figure>${figureHtml(figure, 'The cheap measures per layer')}</figure>` : ''}
+${values.length > 0 ? table(['layer', ...metrics], values, { className: 'num' }) : '<p>No measure cell has finished.</p>'}
+<p class="meta">Spearman's ρ between an estimate and the measured test top-1 of an arm across n, per repeat; then mean ± 95% t interval
+over repeats. Positive ρ: the estimate orders the layers as the trained grid does. Fewer than ${MIN_REPEATS} repeats: inconclusive.</p>
+${
+  correlations.length > 0
+    ? table(['estimate', 'arm', 'ρ per repeat', 'mean ± CI (repeats)', 'verdict', 'why'], correlations)
+    : '<p>No AnB or AnB+ cells to set the estimates against (a measures-only run).</p>'
+}
+`;
+}
+
+function reportHtml(
+  agg: Aggregate,
+  judged: Verdicts,
+  options: ReportOptions,
+  measures: MeasuresSummary | null,
+): string {
   const scores = scoreDefinitions(agg, options.spec);
   const { summary } = agg;
   const backendRows = summary.backends.map((b) => [
@@ -454,7 +515,7 @@ ${comparisonsTable(judged)}
 
 <h2>Figure 2</h2>
 <figure>${figureHtml(options.figures.figure2, 'Figure 2')}</figure>
-
+${measuresHtml(measures, options.figures.measures)}
 <h2>Figure 3</h2>
 <figure>${figureHtml(options.figures.figure3, 'Figure 3')}</figure>
 

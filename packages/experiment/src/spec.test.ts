@@ -194,6 +194,7 @@ describe('docs/sweep-spec.schema.json', () => {
       'arms',
       'repeats',
       'concurrency',
+      'measures',
     ]);
   });
 });

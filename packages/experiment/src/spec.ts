@@ -292,6 +292,30 @@ function uniqueItems(items: readonly unknown[], ctx: z.RefinementCtx): void {
   });
 }
 
+const MeasuresSchema = z
+  .strictObject({
+    examples: positiveInt
+      .max(50_000)
+      .default(500)
+      .describe("how many of B's test images the measures use (the first ones in the split's stored order)"),
+    maxFeatures: positiveInt
+      .max(65_536)
+      .default(1024)
+      .describe('a conv layer wider than this is average-pooled over space (2×2, 4×4, …) until it fits'),
+    batch: positiveInt
+      .min(4)
+      .max(5000)
+      .default(500)
+      .describe('images per minibatch; CKA uses minibatch (unbiased HSIC) CKA when examples exceed it'),
+    only: z
+      .boolean()
+      .default(false)
+      .describe('run only the base nets and the measures (the cheap first look); not part of any cell id'),
+  })
+  .describe(
+    'per-layer linear CKA (baseA vs baseB, and baseB vs a second baseB as the ceiling) and LogME on B, without training the grid',
+  );
+
 export const SweepSpecSchema = z
   .strictObject({
     name: z
@@ -314,6 +338,7 @@ export const SweepSpecSchema = z
       .union([z.literal('auto'), positiveInt], { error: "expected 'auto' or a positive integer" })
       .default('auto')
       .describe('how many cells may train at once'),
+    measures: MeasuresSchema.optional(),
   })
   .superRefine((value, ctx) => {
     // The base cells' effective budget is training with base on top; check the merged pair.
@@ -343,6 +368,7 @@ export type SweepSplit = SweepSpec['split'];
 export type NetSpec = SweepSpec['net'];
 export type TrainingSpec = SweepSpec['training'];
 export type BaseOverrides = SweepSpec['base'];
+export type MeasuresSpec = NonNullable<SweepSpec['measures']>;
 export type DatasetKind = (typeof DATASET_KINDS)[number];
 
 // ---------------------------------------------------------------------------------------
@@ -521,4 +547,12 @@ export function specJsonSchema(): Record<string, unknown> {
 /** The exact text of docs/sweep-spec.schema.json. */
 export function specJsonSchemaText(): string {
   return `${JSON.stringify(specJsonSchema(), null, 2)}\n`;
+}
+
+/**
+ * The spec as `transferlab run --only-measures` runs it: the base nets and the cheap measures
+ * (with the spec's measure settings, or the defaults), none of the transfer grid.
+ */
+export function withOnlyMeasures(spec: SweepSpec): SweepSpec {
+  return { ...spec, measures: { ...(spec.measures ?? MeasuresSchema.parse({})), only: true } };
 }

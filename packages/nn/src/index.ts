@@ -7,3 +7,4 @@ export * from './nets.ts';
 export * from './seeds.ts';
 export * from './train.ts';
 export * from './transplant.ts';
+export * from './activations.ts';

@@ -86,6 +86,8 @@ const ARMS: Record<DomainArm, Arm> = {
   RnA: Arm.ARM_RNA,
   controlB: Arm.ARM_CONTROL_B,
   controlA: Arm.ARM_CONTROL_A,
+  baseB2: Arm.ARM_BASE_B2,
+  measureB: Arm.ARM_MEASURE_B,
 };
 const ARMS_BACK = invert(ARMS);
 
@@ -122,6 +124,7 @@ const KINDS: Record<DomainCellKind, CellKind> = {
   transfer: CellKind.CELL_KIND_TRANSFER,
   random: CellKind.CELL_KIND_RANDOM,
   control: CellKind.CELL_KIND_CONTROL,
+  measure: CellKind.CELL_KIND_MEASURE,
 };
 const KINDS_BACK = invert(KINDS);
 
@@ -333,6 +336,8 @@ export function cellToProto(cell: DomainCell, extra: CellExtra = {}): Cell {
     status: extra.status ?? '',
     progress: extra.progress,
     result: extra.result,
+    replica: cell.replica ?? 0,
+    measure: cell.measure && { ...cell.measure },
   };
 }
 
@@ -368,6 +373,8 @@ export function cellFromProto(cell: Cell): DomainCell {
   if (mode !== undefined) domain.mode = mode;
   if (cell.sourceCellId) domain.sourceCellId = cell.sourceCellId;
   if (cell.implicit) domain.implicit = true;
+  if (cell.replica) domain.replica = cell.replica;
+  if (cell.measure) domain.measure = { ...cell.measure };
   return domain;
 }
 
@@ -503,6 +510,7 @@ export function cellResultToProto(result: ResultRecord, extra: { finalCheckpoint
     backend: result.backend ?? '',
     finalCheckpoint: extra.finalCheckpoint,
     peakRssBytes: result.peakRssBytes,
+    measures: (result.measures ?? []).map((measure) => ({ ...measure })),
   };
 }
 
@@ -529,6 +537,11 @@ export function cellResultFromProto(result: CellResult): ResultRecord {
   if (result.imagesPerSecond !== undefined) domain.imagesPerSecond = result.imagesPerSecond;
   if (result.backend) domain.backend = result.backend;
   if (result.peakRssBytes !== undefined) domain.peakRssBytes = result.peakRssBytes;
+  if (result.measures.length > 0)
+    domain.measures = result.measures.map((measure) => ({
+      ...measure,
+      ckaMethod: measure.ckaMethod === 'minibatch' ? 'minibatch' : 'full',
+    }));
   return domain;
 }
 
@@ -789,6 +802,12 @@ export function sweepSpecToProto(spec: SweepSpecInput): SweepSpec {
     arms: (spec.arms ?? []).map((arm) => armToProto(arm)),
     repeats: spec.repeats,
     concurrency: typeof spec.concurrency === 'number' ? spec.concurrency : 0,
+    measures: spec.measures && {
+      examples: spec.measures.examples,
+      maxFeatures: spec.measures.maxFeatures,
+      batch: spec.measures.batch,
+      only: spec.measures.only === true,
+    },
   };
 }
 
@@ -823,5 +842,13 @@ export function sweepSpecFromProto(spec: SweepSpec): SweepSpecInput {
   }
   if (spec.repeats !== undefined) input.repeats = spec.repeats;
   if (spec.concurrency > 0) input.concurrency = spec.concurrency;
+  if (spec.measures) {
+    input.measures = dropUndefined({
+      examples: spec.measures.examples,
+      maxFeatures: spec.measures.maxFeatures,
+      batch: spec.measures.batch,
+      only: spec.measures.only || undefined,
+    });
+  }
   return input as SweepSpecInput;
 }

@@ -76,3 +76,16 @@ describe('cellStreams', () => {
     expect(seed2.get('fc8')!.equals(anb.get('fc8')!)).toBe(false);
   });
 });
+
+describe('the CKA ceiling net', () => {
+  it('baseB2 shares baseB’s split but none of its streams', () => {
+    const measured = expandGrid(
+      validateSpec({ name: 's', dataset: { kind: 'mnist' }, arms: ['baseA', 'baseB'], repeats: 1, measures: {} }),
+    );
+    const of = (arm: string): Cell => measured.cells.find((c) => c.arm === arm)!;
+    expect(of('baseB2').splitId).toBe(of('baseB').splitId);
+    const a = cellStreams(of('baseB'));
+    const b = cellStreams(of('baseB2'));
+    for (const stream of ['init', 'dropout', 'order'] as const) expect(b[stream]).not.toBe(a[stream]);
+  });
+});

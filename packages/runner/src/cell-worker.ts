@@ -2,12 +2,13 @@
 import type { Cell } from '@transferlab/experiment';
 import { LocalFolderStore } from '@transferlab/platform';
 import { evaluateCell } from './evaluate-cell.ts';
+import { measureCell } from './measure-cell.ts';
 import { trainCell } from './train-cell.ts';
 import { transplantCell } from './transplant-cell.ts';
 import { serveJobs } from './worker-pool.ts';
 
 export interface CellJob {
-  step: 'transplant' | 'train' | 'evaluate';
+  step: 'transplant' | 'train' | 'evaluate' | 'measure';
   cell: Cell;
   storeRoot: string;
 }
@@ -23,5 +24,7 @@ serveJobs(async (payload, { signal, progress }) => {
       return (await trainCell(store, job.cell, { signal, progress })) ?? null;
     case 'evaluate':
       return evaluateCell(store, job.cell);
+    case 'measure':
+      return measureCell(store, job.cell);
   }
 });

@@ -11,7 +11,20 @@ import { type TrainingOutcome, readTrainingOutcome } from './train-cell.ts';
 export type StoredResult = CellResult & { peakRssBytes?: number };
 
 export async function readResult(store: ObjectStore, cellId: string): Promise<StoredResult | undefined> {
-  return getJson<StoredResult>(store, cellKeys.result(cellId));
+  const result = await getJson<StoredResult>(store, cellKeys.result(cellId));
+  if (!result) return undefined;
+  // JSON writes NaN as null: a measure cell's score, or a CKA of a layer with no variance.
+  const nan = (value: number | null): number => value ?? Number.NaN;
+  result.score = nan(result.score);
+  if (result.measures)
+    result.measures = result.measures.map((measure) => ({
+      ...measure,
+      ckaSourceTarget: nan(measure.ckaSourceTarget),
+      ckaTargetReplica: nan(measure.ckaTargetReplica),
+      logmeSource: nan(measure.logmeSource),
+      logmeTarget: nan(measure.logmeTarget),
+    }));
+  return result;
 }
 
 /**

@@ -9,6 +9,7 @@ import {
   expandGrid,
   findingsText,
   renderFigures,
+  summarizeMeasures,
   verdicts,
 } from '@transferlab/experiment';
 
@@ -64,7 +65,7 @@ async function svgToPng(svg: string): Promise<Buffer> {
 export async function renderReport(inputs: ReportInputs, wanted: ReadonlySet<ReportFileName>): Promise<RenderedReport> {
   const plan = expandGrid(inputs.spec);
   const agg = aggregate(plan, inputs.results);
-  const figures = await renderFigures(agg);
+  const figures = await renderFigures(agg, summarizeMeasures(plan, inputs.results));
   const findingsOptions = inputs.randomSplit
     ? { randomSplit: aggregate(expandGrid(inputs.randomSplit.spec), inputs.randomSplit.results) }
     : {};

@@ -34,7 +34,11 @@ const sweepOptions = (command: Command): Command =>
     .option('--store <dir>', 'object store folder: splits, checkpoints and finished cells, kept by id', DEFAULT_STORE)
     .option('--out <dir>', 'report folder (default: <store>/../reports/<sweep name>)')
     .option('--workers <n>', "worker processes (default: the spec's concurrency; auto = one per core)", positiveInt)
-    .option('--progress <mode>', 'bars (default on a terminal) or lines', progressMode);
+    .option('--progress <mode>', 'bars (default on a terminal) or lines', progressMode)
+    .option(
+      '--only-measures',
+      "the cheap first look: train only the base nets (and a second baseB) and compute per-layer CKA and LogME, as the spec's measures.only",
+    );
 
 sweepOptions(
   program
@@ -114,6 +118,7 @@ serverOption(
     .requiredOption('-f, --file <spec>', 'sweep spec, YAML or JSON; relative dataset paths are sent as absolute paths')
     .option('--watch', 'follow the sweep to its end, as `sweep watch` does')
     .option('--dry-run', 'validate the spec and list its cells; start nothing')
+    .option('--only-measures', 'only the base nets and the cheap measures (sets measures.only in the spec sent)')
     .option('--progress <mode>', 'with --watch: bars (default on a terminal) or lines', progressMode),
 ).action(async (options) => {
   process.exitCode = await sweepStart(options);

@@ -4,6 +4,8 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLIENT_OPTIONS, callUnary } from '@transferlab/platform';
 import {
+  Arm,
+  CellKind,
   CellState,
   ReportDelivery,
   type SweepEvent,
@@ -130,6 +132,41 @@ describe('SweepService', () => {
       ['arms.csv', { $case: 'storeKey', value: `reports/${id}/arms.csv` }],
     ]);
     expect((await server.store.get(`reports/${id}/arms.csv`)).length).toBe(stored.report!.files[0]!.sizeBytes);
+  });
+
+  it('runs a measures-only sweep and serves its measure cell, with CKA and LogME per layer, in GetSweep', async () => {
+    const text = `${TINY}measures: { only: true, examples: 20, batch: 8, maxFeatures: 128 }\n`;
+    const started = await callUnary(client.startSweep.bind(client), {
+      specSource: { $case: 'specText', value: text },
+      specFile: 'tiny.yaml',
+      validateOnly: false,
+    });
+    const id = started.sweep!.id;
+    expect(started.cells.map((cell) => cell.name)).toEqual([
+      'baseA seed=1',
+      'baseB seed=1',
+      'baseB2 seed=1',
+      'measureB seed=1',
+    ]);
+    await watchAll(id);
+    const got = await callUnary(client.getSweep.bind(client), { sweepId: id });
+    expect(got.sweep!.state).toBe(SweepState.SWEEP_STATE_SUCCEEDED);
+    const byName = new Map(got.cells.map((cell) => [cell.name, cell]));
+    expect(byName.get('baseB2 seed=1')).toMatchObject({
+      arm: Arm.ARM_BASE_B2,
+      kind: CellKind.CELL_KIND_BASE,
+      replica: 2,
+    });
+    const measure = byName.get('measureB seed=1')!;
+    expect(measure).toMatchObject({ arm: Arm.ARM_MEASURE_B, kind: CellKind.CELL_KIND_MEASURE, attempts: 1 });
+    expect(measure.measure).toMatchObject({
+      sourceCellId: byName.get('baseA seed=1')!.id,
+      targetCellId: byName.get('baseB seed=1')!.id,
+      replicaCellId: byName.get('baseB2 seed=1')!.id,
+      examples: 20,
+    });
+    expect(measure.result!.measures.map((m) => m.n)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    expect(measure.result!.measures.every((m) => m.examples === 20 && m.ckaMethod === 'minibatch')).toBe(true);
   });
 
   it('answers a bad spec with INVALID_ARGUMENT naming each field, and validate_only starts nothing', async () => {

@@ -141,6 +141,28 @@ export class GrpcCellSteps implements CellSteps {
     return result;
   }
 
+  async measure(cell: Cell): Promise<StoredResult> {
+    const what = `Measure ${cell.name} (${cell.id})`;
+    await callUnary(
+      this.evaluator.measure.bind(this.evaluator),
+      { cellId: cell.id },
+      {
+        deadlineMs: this.deadlines.evaluate,
+      },
+    ).catch((error: unknown) => {
+      throw stepError(what, this.options.evaluatorAddress, error);
+    });
+    const result = await readResult(this.options.store, cell.id);
+    if (!result) {
+      throw new StepError(
+        `${what}: the evaluator answered, but ${this.options.store.describe(cellKeys.result(cell.id))} is absent`,
+        undefined,
+        true,
+      );
+    }
+    return result;
+  }
+
   close(): void {
     this.splitter.close();
     this.transplanter.close();

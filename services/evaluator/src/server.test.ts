@@ -19,7 +19,7 @@ import type { GrpcServer, Subscription } from '@transferlab/platform';
 import { EvaluatorServiceClient, EvaluatorServiceService, Half, Subset } from '@transferlab/proto';
 import type { EvaluateRequest } from '@transferlab/proto';
 import { checkpointRef } from '@transferlab/proto/mappers';
-import { cellKeys, ensureSplits, putJson, readResult, trainCell } from '@transferlab/runner';
+import { cellKeys, ensureSplits, evaluateCell, putJson, readResult, trainCell } from '@transferlab/runner';
 import { healthStatus as healthStatusAt } from '@transferlab/platform';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -43,6 +43,8 @@ const plan = expandGrid(
     layers: [1],
     arms: ['baseA', 'baseB'],
     repeats: 1,
+    // Adds baseB2 and a measure cell; the cells above keep their ids.
+    measures: { examples: 24, batch: 8, maxFeatures: 128 },
   }),
 );
 const cell = (arm: string): Cell => plan.cells.find((c) => c.arm === arm)!;
@@ -232,5 +234,34 @@ describe('EvaluatorService', () => {
     const error = await rejection(evaluateCall({ cellId: 'e'.repeat(20) }));
     expect(error.code).toBe(grpc.status.NOT_FOUND);
     expect(error.details).toMatch(/^cell e{20}: no cell definition at .*cells\/e{20}\/cell\.json$/);
+  });
+
+  it('measures a measure cell once its base nets are done, and refuses it before and other kinds', async () => {
+    const measure = cell('measureB');
+    const measureCall = (cellId: string) => callUnary(client.measure.bind(client), { cellId });
+    const early = await rejection(measureCall(measure.id));
+    expect(early.code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(early.details).toMatch(/^measure cell measureB seed=1: base cell [0-9a-f]+ has not finished/);
+    const other = await rejection(measureCall(cell('baseB').id));
+    expect(other.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(other.details).toMatch(/is a base cell, not a measure cell$/);
+
+    for (const arm of ['baseA', 'baseB', 'baseB2']) {
+      if (!(await readResult(store, cell(arm).id))) {
+        await trainCell(store, cell(arm));
+        await evaluateCell(store, cell(arm));
+      }
+    }
+    const { result } = await measureCall(measure.id);
+    expect(result!.measures.map((m) => m.layer)).toEqual(['conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7']);
+    for (const m of result!.measures) {
+      expect(m).toMatchObject({ examples: 24, ckaMethod: 'minibatch' });
+      expect(m.features).toBeLessThanOrEqual(128);
+      expect(Number.isFinite(m.logmeSource)).toBe(true);
+    }
+    const stored = await readResult(store, measure.id);
+    expect(stored!.measures).toHaveLength(7);
+    // Answered from the stored result the second time.
+    expect((await measureCall(measure.id)).result!.measures).toEqual(result!.measures);
   });
 });

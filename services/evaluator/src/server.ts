@@ -22,15 +22,16 @@ import {
   token,
   unaryHandler,
 } from '@transferlab/platform';
-import { Evaluation, Half } from '@transferlab/proto';
-import type { EvaluateRequest, EvaluatorServiceServer } from '@transferlab/proto';
-import { MapperError, checkpointPrefix, halfFromProto } from '@transferlab/proto/mappers';
+import { Evaluation, Half, Subset } from '@transferlab/proto';
+import type { EvaluateRequest, EvaluatorServiceServer, MeasureRequest } from '@transferlab/proto';
+import { MapperError, cellResultToProto, checkpointPrefix, halfFromProto } from '@transferlab/proto/mappers';
 import {
   type StoredResult,
   cellKeys,
   evaluateCell,
   getJson,
   loadSubsets,
+  measureCell,
   putJson,
   readResult,
 } from '@transferlab/runner';
@@ -85,6 +86,10 @@ export function createServer(deps: EvaluatorDeps): EvaluatorServiceServer {
       const sweepId = sweepIdOf(call.metadata);
       return { evaluation: await evaluateRequest(deps, request, { sweepId }) };
     }, deps.log),
+    measure: unaryHandler(
+      async (request) => ({ result: cellResultToProto(await measureRequest(deps, request)) }),
+      deps.log,
+    ),
   };
 }
 
@@ -210,6 +215,37 @@ export async function evaluateRequest(
     }
   }
   return evaluation;
+}
+
+/**
+ * Measure's work: the stored measure cell (NOT_FOUND, INVALID_ARGUMENT for another kind), its
+ * base nets finished (FAILED_PRECONDITION), then the stored result or a new one.
+ */
+export async function measureRequest(deps: EvaluatorDeps, request: MeasureRequest): Promise<StoredResult> {
+  const { store, log } = deps;
+  const cell = await storedCell(store, {
+    cellId: request.cellId,
+    splitId: '',
+    half: Half.HALF_UNSPECIFIED,
+    subset: Subset.SUBSET_UNSPECIFIED,
+  });
+  if (cell.kind !== 'measure' || !cell.measure)
+    throw grpcError(
+      status.INVALID_ARGUMENT,
+      `cell_id: ${cell.name} (${cell.id}) is a ${cell.kind} cell, not a measure cell`,
+    );
+  for (const id of [cell.measure.sourceCellId, cell.measure.targetCellId, cell.measure.replicaCellId]) {
+    if (!(await readResult(store, id)))
+      throw grpcError(
+        status.FAILED_PRECONDITION,
+        `measure cell ${cell.name}: base cell ${id} has not finished (${store.describe(cellKeys.result(id))} is absent)`,
+      );
+  }
+  const result = await serially(
+    async () => (await readResult(store, cell.id)) ?? failAsStatus(measureCell(store, cell)),
+  );
+  log.info({ cellId: cell.id, cell: cell.name, layers: result.measures?.length ?? 0 }, 'measured');
+  return result;
 }
 
 /** The sweep id a call's metadata carries, checked as a subject token. */

@@ -66,6 +66,10 @@ export class PoolPorts implements Executor, CellSteps {
     return (await this.job('evaluate', cell, options.sweepId)) as StoredResult;
   }
 
+  async measure(cell: Cell, options: { sweepId: string }): Promise<StoredResult> {
+    return (await this.job('measure', cell, options.sweepId)) as StoredResult;
+  }
+
   async run(cell: Cell, options: { sweepId: string; signal: AbortSignal }): Promise<'trained' | 'interrupted'> {
     const onAbort = (): void => this.pool.interrupt();
     options.signal.addEventListener('abort', onAbort);

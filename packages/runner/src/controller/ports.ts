@@ -10,6 +10,8 @@ export interface CellSteps {
   createSplit(task: SplitTask, options: { specDir: string; sweepId: string }): Promise<void>;
   transplant(cell: Cell, options: { sweepId: string }): Promise<void>;
   evaluate(cell: Cell, options: { sweepId: string }): Promise<StoredResult>;
+  /** A measure cell (kind `measure`): CKA and LogME from its base nets; no training. */
+  measure(cell: Cell, options: { sweepId: string }): Promise<StoredResult>;
 }
 
 /** Why a trainer run ended without a trained net, in words a user can act on. */

@@ -31,6 +31,11 @@ class ScriptedPorts implements CellSteps, Executor {
   async evaluate(cell: Cell): Promise<StoredResult> {
     return { cellId: cell.id } as StoredResult;
   }
+  readonly measured: string[] = [];
+  async measure(cell: Cell): Promise<StoredResult> {
+    this.measured.push(cell.name);
+    return { cellId: cell.id } as StoredResult;
+  }
   async run(cell: Cell, options: { signal: AbortSignal }): Promise<'trained' | 'interrupted'> {
     this.active += 1;
     this.maxActive = Math.max(this.maxActive, this.active);
@@ -106,6 +111,16 @@ describe('SweepController', () => {
     expect(await successor.resume()).toEqual([unfinished.id]);
     expect((await successor.wait(unfinished.id))?.state).toBe('succeeded');
     expect((await successor.get(cancelled.id))?.sweep.state).toBe('cancelled');
+  });
+});
+
+describe('SweepController measure cells', () => {
+  it('measures after the base nets (the replica too) through the measure step, training nothing for it', async () => {
+    const { ports, controller } = await setup();
+    const sweep = await controller.start(validateSpec({ ...spec, measures: { only: true } }), { specDir: '.' });
+    expect((await controller.wait(sweep.id))?.state).toBe('succeeded');
+    expect(ports.trained.sort()).toEqual(['baseA seed=1', 'baseB seed=1', 'baseB2 seed=1']);
+    expect(ports.measured).toEqual(['measureB seed=1']);
   });
 });
 

@@ -283,7 +283,7 @@ export class SweepController {
     const stored = await readResult(this.deps.store, cell.id);
     if (stored) {
       await this.setCellState(id, cell.id, 'succeeded', { reused: true, finishedAt: now() });
-      this.deps.metrics?.cellScore(id, cell, stored.score);
+      if (cell.kind !== 'measure') this.deps.metrics?.cellScore(id, cell, stored.score);
       return;
     }
     const { attempts: attempt, startedAt } = await this.updateCell(id, cell.id, (r) => ({
@@ -295,6 +295,14 @@ export class SweepController {
     }));
     const seconds = (): number => (Date.now() - Date.parse(startedAt ?? now())) / 1000;
     try {
+      if (cell.kind === 'measure') {
+        // Nothing to train: its base nets are its dependencies, and the evaluator measures them.
+        await this.setCellState(id, cell.id, 'evaluating');
+        await this.deps.steps.measure(cell, { sweepId: id });
+        await this.setCellState(id, cell.id, 'succeeded', { finishedAt: now(), error: undefined });
+        this.deps.metrics?.cellFinished(id, cell, 'succeeded', seconds());
+        return;
+      }
       if (cell.kind !== 'base') {
         await this.setCellState(id, cell.id, 'transplanting');
         await this.deps.steps.transplant(cell, { sweepId: id });

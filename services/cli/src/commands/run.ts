@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { type Cell, type SweepSpec, expandGrid, parseSpec } from '@transferlab/experiment';
+import { type Cell, type SweepSpec, expandGrid, parseSpec, withOnlyMeasures } from '@transferlab/experiment';
 import { runLocalSweep, workerCount } from '@transferlab/runner';
 import { type SweepProgress, lineProgress, terminalProgress } from '../progress.ts';
 import { writeReport } from '../report-files.ts';
@@ -11,6 +11,8 @@ export interface RunOptions {
   workers?: number;
   /** Bars on a terminal, lines otherwise. */
   progress?: 'bars' | 'lines';
+  /** Only the base nets and the cheap measures (the spec's measures.only). */
+  onlyMeasures?: boolean;
 }
 
 export async function loadSpec(file: string): Promise<{ spec: SweepSpec; specDir: string }> {
@@ -27,7 +29,8 @@ export async function loadSpec(file: string): Promise<{ spec: SweepSpec; specDir
 const mib = (bytes: number): string => `${Math.round(bytes / 1024 / 1024)} MiB`;
 
 /** `transferlab run SPEC`: the whole sweep on this machine, then its report. Returns the exit code. */
-export async function runSweep(spec: SweepSpec, specDir: string, options: RunOptions): Promise<number> {
+export async function runSweep(asWritten: SweepSpec, specDir: string, options: RunOptions): Promise<number> {
+  const spec = options.onlyMeasures ? withOnlyMeasures(asWritten) : asWritten;
   const plan = expandGrid(spec);
   const workers = workerCount(spec, options.workers);
   const outDir = resolve(options.out ?? resolve(options.store, '..', 'reports', spec.name));

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { parseSpec } from '@transferlab/experiment';
-import { absolutizeSpecPaths } from './sweep-spec.ts';
+import { type SweepSpecInput, expandGrid, parseSpec, validateSpec } from '@transferlab/experiment';
+import { parse } from 'yaml';
+import { absolutizeSpecPaths, onlyMeasuresText } from './sweep-spec.ts';
 
 describe('absolutizeSpecPaths', () => {
   it('makes relative dataset paths absolute in place, leaving every other byte and line as it was', () => {
@@ -33,5 +34,20 @@ describe('absolutizeSpecPaths', () => {
     const json = '{"name":"j","dataset":{"kind":"cifar10","path":"cifar"}}';
     expect(absolutizeSpecPaths(json, '/d').text).toBe('{"name":"j","dataset":{"kind":"cifar10","path":"/d/cifar"}}');
     expect(absolutizeSpecPaths('name: [', '/d').text).toBe('name: [');
+  });
+});
+
+describe('onlyMeasuresText', () => {
+  it('sets measures.only, adding measures when absent, and keeps the rest of the spec', () => {
+    const plain = 'name: m\ndataset: { kind: mnist }\narms: [baseA, baseB, AnB]\n';
+    const spec = validateSpec(parse(onlyMeasuresText(plain)) as SweepSpecInput);
+    expect(spec.measures).toMatchObject({ only: true, examples: 500 });
+    expect(spec.arms).toEqual(['baseA', 'baseB', 'AnB']);
+    expect(expandGrid(spec).cells.map((cell) => cell.arm)).not.toContain('AnB');
+    const withSettings = 'name: m\ndataset: { kind: mnist }\nmeasures:\n  examples: 64\n';
+    expect(validateSpec(parse(onlyMeasuresText(withSettings)) as SweepSpecInput).measures).toMatchObject({
+      only: true,
+      examples: 64,
+    });
   });
 });

@@ -66,3 +66,15 @@ export async function readSpecForServer(
   }
   return { ...absolutizeSpecPaths(text, dirname(path)), specFile: file };
 }
+
+/**
+ * The spec text with `measures.only: true` set (and `measures` added when absent): what
+ * `sweep start --only-measures` sends. The document is re-serialised, so a server message's
+ * line numbers may not match the file; everything else the spec says stays.
+ */
+export function onlyMeasuresText(text: string): string {
+  const doc = parseDocument(text);
+  if (doc.errors.length > 0) return text;
+  doc.setIn(['measures', 'only'], true);
+  return doc.toString();
+}

@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { type Cell, type Sweep, SweepState } from '@transferlab/proto';
 import { SweepGateway, rpcMessage, rpcStatus } from '../sweep-client.ts';
-import { readSpecForServer } from './sweep-spec.ts';
+import { onlyMeasuresText, readSpecForServer } from './sweep-spec.ts';
 import { type ProgressMode, countsText, followSweep, isFinalSweepState, stateName } from './sweep-watch.ts';
 
 export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
@@ -95,7 +95,13 @@ async function watchToEnd(gateway: SweepGateway, sweepId: string, mode: Progress
 const defaultMode = (mode: ProgressMode | undefined): ProgressMode => mode ?? (process.stderr.isTTY ? 'bars' : 'lines');
 
 export async function sweepStart(
-  options: ServerOption & { file: string; watch?: boolean; dryRun?: boolean; progress?: ProgressMode },
+  options: ServerOption & {
+    file: string;
+    watch?: boolean;
+    dryRun?: boolean;
+    progress?: ProgressMode;
+    onlyMeasures?: boolean;
+  },
 ): Promise<number> {
   return withGateway(options, undefined, async (gateway) => {
     let spec;
@@ -105,7 +111,7 @@ export async function sweepStart(
       throw new UsageError((error as Error).message);
     }
     const response = await gateway.start({
-      specText: spec.text,
+      specText: options.onlyMeasures ? onlyMeasuresText(spec.text) : spec.text,
       specFile: spec.specFile,
       validateOnly: options.dryRun,
     });
@@ -167,9 +173,14 @@ function cellTable(cells: Cell[], options: { progress: boolean }): string {
       rows.push([cell.name, cell.id.slice(0, 12)]);
       continue;
     }
-    const score = cell.result ? cell.result.score.toFixed(4) : '-';
+    const measures = cell.result?.measures ?? [];
+    // A measure cell has no score: its numbers are CKA(baseA, baseB) per layer, shown instead.
+    const score = cell.result && Number.isFinite(cell.result.score) ? cell.result.score.toFixed(4) : '-';
     // A running cell's executor status (e.g. why its pod waits) says more than an old error.
-    const note = (cell.status && !cell.result ? cell.status : cell.error).replace(/\s+/g, ' ');
+    const note =
+      measures.length > 0 && !cell.error
+        ? `CKA(A,B) ${measures.map((m) => `${m.layer} ${m.ckaSourceTarget.toFixed(2)}`).join(' ')}`
+        : (cell.status && !cell.result ? cell.status : cell.error).replace(/\s+/g, ' ');
     rows.push([cell.name, stateName(cell.state), String(cell.attempts), score, note]);
   }
   return table(rows);

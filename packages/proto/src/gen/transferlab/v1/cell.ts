@@ -42,6 +42,10 @@ export enum Arm {
   ARM_CONTROL_B = "ARM_CONTROL_B",
   /** ARM_CONTROL_A - controlA: baseA trained on for a second budget. */
   ARM_CONTROL_A = "ARM_CONTROL_A",
+  /** ARM_BASE_B2 - A second base net on B with its own init stream: the ceiling of the cheap measures' CKA. */
+  ARM_BASE_B2 = "ARM_BASE_B2",
+  /** ARM_MEASURE_B - The cheap measures (per-layer CKA and LogME) of one repeat's base nets on B. */
+  ARM_MEASURE_B = "ARM_MEASURE_B",
   UNRECOGNIZED = "UNRECOGNIZED",
 }
 
@@ -92,6 +96,12 @@ export function armFromJSON(object: any): Arm {
     case 14:
     case "ARM_CONTROL_A":
       return Arm.ARM_CONTROL_A;
+    case 15:
+    case "ARM_BASE_B2":
+      return Arm.ARM_BASE_B2;
+    case 16:
+    case "ARM_MEASURE_B":
+      return Arm.ARM_MEASURE_B;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -131,6 +141,10 @@ export function armToJSON(object: Arm): string {
       return "ARM_CONTROL_B";
     case Arm.ARM_CONTROL_A:
       return "ARM_CONTROL_A";
+    case Arm.ARM_BASE_B2:
+      return "ARM_BASE_B2";
+    case Arm.ARM_MEASURE_B:
+      return "ARM_MEASURE_B";
     case Arm.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -169,6 +183,10 @@ export function armToNumber(object: Arm): number {
       return 13;
     case Arm.ARM_CONTROL_A:
       return 14;
+    case Arm.ARM_BASE_B2:
+      return 15;
+    case Arm.ARM_MEASURE_B:
+      return 16;
     case Arm.UNRECOGNIZED:
     default:
       return -1;
@@ -187,6 +205,8 @@ export enum CellKind {
   CELL_KIND_RANDOM = "CELL_KIND_RANDOM",
   /** CELL_KIND_CONTROL - The equal-budget control: every layer of its own half's base net, trained for a second budget. */
   CELL_KIND_CONTROL = "CELL_KIND_CONTROL",
+  /** CELL_KIND_MEASURE - Trains nothing: computes CKA and LogME per layer from its base cells' trained nets. */
+  CELL_KIND_MEASURE = "CELL_KIND_MEASURE",
   UNRECOGNIZED = "UNRECOGNIZED",
 }
 
@@ -207,6 +227,9 @@ export function cellKindFromJSON(object: any): CellKind {
     case 4:
     case "CELL_KIND_CONTROL":
       return CellKind.CELL_KIND_CONTROL;
+    case 5:
+    case "CELL_KIND_MEASURE":
+      return CellKind.CELL_KIND_MEASURE;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -226,6 +249,8 @@ export function cellKindToJSON(object: CellKind): string {
       return "CELL_KIND_RANDOM";
     case CellKind.CELL_KIND_CONTROL:
       return "CELL_KIND_CONTROL";
+    case CellKind.CELL_KIND_MEASURE:
+      return "CELL_KIND_MEASURE";
     case CellKind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -244,6 +269,8 @@ export function cellKindToNumber(object: CellKind): number {
       return 3;
     case CellKind.CELL_KIND_CONTROL:
       return 4;
+    case CellKind.CELL_KIND_MEASURE:
+      return 5;
     case CellKind.UNRECOGNIZED:
     default:
       return -1;
@@ -607,6 +634,26 @@ export interface Cell {
    * e.g. `Unschedulable: 0/3 nodes have a free nvidia.com/gpu` while its pod waits.
    */
   status: string;
+  /** A second base net of its half (baseB2 has 2); 0 for every other cell. */
+  replica: number;
+  /** Measure cells: the base nets measured and how. */
+  measure?: MeasureTask | undefined;
+}
+
+/** What a measure cell computes from: base cells of one repeat, on the target's test images. */
+export interface MeasureTask {
+  /** The source half's base net (baseA). */
+  sourceCellId: string;
+  /** The target half's base net (baseB). */
+  targetCellId: string;
+  /** A second base net of the target half with another init stream (baseB2). */
+  replicaCellId: string;
+  /** Test images used. */
+  examples: number;
+  /** Features per image after pooling, at most. */
+  maxFeatures: number;
+  /** Images per minibatch of CKA. */
+  batch: number;
 }
 
 /**
@@ -712,12 +759,38 @@ export interface CellResult {
     | number
     | undefined;
   /** The paper's secondary score: the mean of the score_top_k best validation top-1 values. */
-  valScore?: number | undefined;
+  valScore?:
+    | number
+    | undefined;
+  /** Measure cells: CKA and LogME for each learned layer n (empty for every other kind). */
+  measures: LayerMeasure[];
 }
 
 export interface CellResult_PerClassEntry {
   key: string;
   value: number;
+}
+
+/** The cheap measures of one learned layer (n = 1 is conv1) on the target half's test images. */
+export interface LayerMeasure {
+  /** The layer: 1..7. */
+  n: number;
+  /** The layer's name, e.g. `conv3`. */
+  layer: string;
+  /** Linear CKA between the source half's base net (baseA) and the target's (baseB). */
+  ckaSourceTarget: number;
+  /** Linear CKA between baseB and baseB2 (same half, another init): the ceiling. */
+  ckaTargetReplica: number;
+  /** LogME of the source base net's layer on the target half's labels (nats per example). */
+  logmeSource: number;
+  /** LogME of the target's own base net's layer on its labels. */
+  logmeTarget: number;
+  /** Features per image after pooling. */
+  features: number;
+  /** Images used. */
+  examples: number;
+  /** `full` or `minibatch` (unbiased HSIC over batches). */
+  ckaMethod: string;
 }
 
 function createBaseCell(): Cell {
@@ -743,6 +816,8 @@ function createBaseCell(): Cell {
     progress: undefined,
     result: undefined,
     status: "",
+    replica: 0,
+    measure: undefined,
   };
 }
 
@@ -810,6 +885,12 @@ export const Cell: MessageFns<Cell> = {
     }
     if (message.status !== "") {
       writer.uint32(170).string(message.status);
+    }
+    if (message.replica !== 0) {
+      writer.uint32(176).uint32(message.replica);
+    }
+    if (message.measure !== undefined) {
+      MeasureTask.encode(message.measure, writer.uint32(186).fork()).join();
     }
     return writer;
   },
@@ -995,6 +1076,22 @@ export const Cell: MessageFns<Cell> = {
             message.status = reader.string();
             continue;
           }
+          case 22: {
+            if (tag !== 176) {
+              break;
+            }
+
+            message.replica = reader.uint32();
+            continue;
+          }
+          case 23: {
+            if (tag !== 186) {
+              break;
+            }
+
+            message.measure = MeasureTask.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1038,6 +1135,8 @@ export const Cell: MessageFns<Cell> = {
       progress: isSet(object.progress) ? Progress.fromJSON(object.progress) : undefined,
       result: isSet(object.result) ? CellResult.fromJSON(object.result) : undefined,
       status: isSet(object.status) ? globalThis.String(object.status) : "",
+      replica: isSet(object.replica) ? globalThis.Number(object.replica) : 0,
+      measure: isSet(object.measure) ? MeasureTask.fromJSON(object.measure) : undefined,
     };
   },
 
@@ -1106,6 +1205,12 @@ export const Cell: MessageFns<Cell> = {
     if (message.status !== "") {
       obj.status = message.status;
     }
+    if (message.replica !== 0) {
+      obj.replica = Math.round(message.replica);
+    }
+    if (message.measure !== undefined) {
+      obj.measure = MeasureTask.toJSON(message.measure);
+    }
     return obj;
   },
 
@@ -1141,6 +1246,175 @@ export const Cell: MessageFns<Cell> = {
       ? CellResult.fromPartial(object.result)
       : undefined;
     message.status = object.status ?? "";
+    message.replica = object.replica ?? 0;
+    message.measure = (object.measure !== undefined && object.measure !== null)
+      ? MeasureTask.fromPartial(object.measure)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseMeasureTask(): MeasureTask {
+  return { sourceCellId: "", targetCellId: "", replicaCellId: "", examples: 0, maxFeatures: 0, batch: 0 };
+}
+
+export const MeasureTask: MessageFns<MeasureTask> = {
+  encode(message: MeasureTask, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sourceCellId !== "") {
+      writer.uint32(10).string(message.sourceCellId);
+    }
+    if (message.targetCellId !== "") {
+      writer.uint32(18).string(message.targetCellId);
+    }
+    if (message.replicaCellId !== "") {
+      writer.uint32(26).string(message.replicaCellId);
+    }
+    if (message.examples !== 0) {
+      writer.uint32(32).uint32(message.examples);
+    }
+    if (message.maxFeatures !== 0) {
+      writer.uint32(40).uint32(message.maxFeatures);
+    }
+    if (message.batch !== 0) {
+      writer.uint32(48).uint32(message.batch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MeasureTask {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMeasureTask();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sourceCellId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.targetCellId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.replicaCellId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.examples = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.maxFeatures = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.batch = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MeasureTask {
+    return {
+      sourceCellId: isSet(object.sourceCellId)
+        ? globalThis.String(object.sourceCellId)
+        : isSet(object.source_cell_id)
+        ? globalThis.String(object.source_cell_id)
+        : "",
+      targetCellId: isSet(object.targetCellId)
+        ? globalThis.String(object.targetCellId)
+        : isSet(object.target_cell_id)
+        ? globalThis.String(object.target_cell_id)
+        : "",
+      replicaCellId: isSet(object.replicaCellId)
+        ? globalThis.String(object.replicaCellId)
+        : isSet(object.replica_cell_id)
+        ? globalThis.String(object.replica_cell_id)
+        : "",
+      examples: isSet(object.examples) ? globalThis.Number(object.examples) : 0,
+      maxFeatures: isSet(object.maxFeatures)
+        ? globalThis.Number(object.maxFeatures)
+        : isSet(object.max_features)
+        ? globalThis.Number(object.max_features)
+        : 0,
+      batch: isSet(object.batch) ? globalThis.Number(object.batch) : 0,
+    };
+  },
+
+  toJSON(message: MeasureTask): unknown {
+    const obj: any = {};
+    if (message.sourceCellId !== "") {
+      obj.sourceCellId = message.sourceCellId;
+    }
+    if (message.targetCellId !== "") {
+      obj.targetCellId = message.targetCellId;
+    }
+    if (message.replicaCellId !== "") {
+      obj.replicaCellId = message.replicaCellId;
+    }
+    if (message.examples !== 0) {
+      obj.examples = Math.round(message.examples);
+    }
+    if (message.maxFeatures !== 0) {
+      obj.maxFeatures = Math.round(message.maxFeatures);
+    }
+    if (message.batch !== 0) {
+      obj.batch = Math.round(message.batch);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MeasureTask>): MeasureTask {
+    return MeasureTask.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MeasureTask>): MeasureTask {
+    const message = createBaseMeasureTask();
+    message.sourceCellId = object.sourceCellId ?? "";
+    message.targetCellId = object.targetCellId ?? "";
+    message.replicaCellId = object.replicaCellId ?? "";
+    message.examples = object.examples ?? 0;
+    message.maxFeatures = object.maxFeatures ?? 0;
+    message.batch = object.batch ?? 0;
     return message;
   },
 };
@@ -1535,6 +1809,7 @@ function createBaseCellResult(): CellResult {
     finalCheckpoint: undefined,
     peakRssBytes: undefined,
     valScore: undefined,
+    measures: [],
   };
 }
 
@@ -1606,6 +1881,9 @@ export const CellResult: MessageFns<CellResult> = {
     }
     if (message.valScore !== undefined) {
       writer.uint32(169).double(message.valScore);
+    }
+    for (const v of message.measures) {
+      LayerMeasure.encode(v!, writer.uint32(178).fork()).join();
     }
     return writer;
   },
@@ -1804,6 +2082,14 @@ export const CellResult: MessageFns<CellResult> = {
             message.valScore = reader.double();
             continue;
           }
+          case 22: {
+            if (tag !== 178) {
+              break;
+            }
+
+            message.measures.push(LayerMeasure.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1905,6 +2191,9 @@ export const CellResult: MessageFns<CellResult> = {
         : isSet(object.val_score)
         ? globalThis.Number(object.val_score)
         : undefined,
+      measures: globalThis.Array.isArray(object?.measures)
+        ? object.measures.map((e: any) => LayerMeasure.fromJSON(e))
+        : [],
     };
   },
 
@@ -1979,6 +2268,9 @@ export const CellResult: MessageFns<CellResult> = {
     if (message.valScore !== undefined) {
       obj.valScore = floatToJson(message.valScore);
     }
+    if (message.measures?.length) {
+      obj.measures = message.measures.map((e) => LayerMeasure.toJSON(e));
+    }
     return obj;
   },
 
@@ -2018,6 +2310,7 @@ export const CellResult: MessageFns<CellResult> = {
       : undefined;
     message.peakRssBytes = object.peakRssBytes ?? undefined;
     message.valScore = object.valScore ?? undefined;
+    message.measures = object.measures?.map((e) => LayerMeasure.fromPartial(e)) || [];
     return message;
   },
 };
@@ -2103,6 +2396,233 @@ export const CellResult_PerClassEntry: MessageFns<CellResult_PerClassEntry> = {
     const message = createBaseCellResult_PerClassEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? 0;
+    return message;
+  },
+};
+
+function createBaseLayerMeasure(): LayerMeasure {
+  return {
+    n: 0,
+    layer: "",
+    ckaSourceTarget: 0,
+    ckaTargetReplica: 0,
+    logmeSource: 0,
+    logmeTarget: 0,
+    features: 0,
+    examples: 0,
+    ckaMethod: "",
+  };
+}
+
+export const LayerMeasure: MessageFns<LayerMeasure> = {
+  encode(message: LayerMeasure, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.n !== 0) {
+      writer.uint32(8).uint32(message.n);
+    }
+    if (message.layer !== "") {
+      writer.uint32(18).string(message.layer);
+    }
+    if (message.ckaSourceTarget !== 0) {
+      writer.uint32(25).double(message.ckaSourceTarget);
+    }
+    if (message.ckaTargetReplica !== 0) {
+      writer.uint32(33).double(message.ckaTargetReplica);
+    }
+    if (message.logmeSource !== 0) {
+      writer.uint32(41).double(message.logmeSource);
+    }
+    if (message.logmeTarget !== 0) {
+      writer.uint32(49).double(message.logmeTarget);
+    }
+    if (message.features !== 0) {
+      writer.uint32(56).uint32(message.features);
+    }
+    if (message.examples !== 0) {
+      writer.uint32(64).uint32(message.examples);
+    }
+    if (message.ckaMethod !== "") {
+      writer.uint32(74).string(message.ckaMethod);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LayerMeasure {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLayerMeasure();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.n = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.layer = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.ckaSourceTarget = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.ckaTargetReplica = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.logmeSource = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.logmeTarget = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.features = reader.uint32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.examples = reader.uint32();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.ckaMethod = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LayerMeasure {
+    return {
+      n: isSet(object.n) ? globalThis.Number(object.n) : 0,
+      layer: isSet(object.layer) ? globalThis.String(object.layer) : "",
+      ckaSourceTarget: isSet(object.ckaSourceTarget)
+        ? globalThis.Number(object.ckaSourceTarget)
+        : isSet(object.cka_source_target)
+        ? globalThis.Number(object.cka_source_target)
+        : 0,
+      ckaTargetReplica: isSet(object.ckaTargetReplica)
+        ? globalThis.Number(object.ckaTargetReplica)
+        : isSet(object.cka_target_replica)
+        ? globalThis.Number(object.cka_target_replica)
+        : 0,
+      logmeSource: isSet(object.logmeSource)
+        ? globalThis.Number(object.logmeSource)
+        : isSet(object.logme_source)
+        ? globalThis.Number(object.logme_source)
+        : 0,
+      logmeTarget: isSet(object.logmeTarget)
+        ? globalThis.Number(object.logmeTarget)
+        : isSet(object.logme_target)
+        ? globalThis.Number(object.logme_target)
+        : 0,
+      features: isSet(object.features) ? globalThis.Number(object.features) : 0,
+      examples: isSet(object.examples) ? globalThis.Number(object.examples) : 0,
+      ckaMethod: isSet(object.ckaMethod)
+        ? globalThis.String(object.ckaMethod)
+        : isSet(object.cka_method)
+        ? globalThis.String(object.cka_method)
+        : "",
+    };
+  },
+
+  toJSON(message: LayerMeasure): unknown {
+    const obj: any = {};
+    if (message.n !== 0) {
+      obj.n = Math.round(message.n);
+    }
+    if (message.layer !== "") {
+      obj.layer = message.layer;
+    }
+    if (message.ckaSourceTarget !== 0) {
+      obj.ckaSourceTarget = floatToJson(message.ckaSourceTarget);
+    }
+    if (message.ckaTargetReplica !== 0) {
+      obj.ckaTargetReplica = floatToJson(message.ckaTargetReplica);
+    }
+    if (message.logmeSource !== 0) {
+      obj.logmeSource = floatToJson(message.logmeSource);
+    }
+    if (message.logmeTarget !== 0) {
+      obj.logmeTarget = floatToJson(message.logmeTarget);
+    }
+    if (message.features !== 0) {
+      obj.features = Math.round(message.features);
+    }
+    if (message.examples !== 0) {
+      obj.examples = Math.round(message.examples);
+    }
+    if (message.ckaMethod !== "") {
+      obj.ckaMethod = message.ckaMethod;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LayerMeasure>): LayerMeasure {
+    return LayerMeasure.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LayerMeasure>): LayerMeasure {
+    const message = createBaseLayerMeasure();
+    message.n = object.n ?? 0;
+    message.layer = object.layer ?? "";
+    message.ckaSourceTarget = object.ckaSourceTarget ?? 0;
+    message.ckaTargetReplica = object.ckaTargetReplica ?? 0;
+    message.logmeSource = object.logmeSource ?? 0;
+    message.logmeTarget = object.logmeTarget ?? 0;
+    message.features = object.features ?? 0;
+    message.examples = object.examples ?? 0;
+    message.ckaMethod = object.ckaMethod ?? "";
     return message;
   },
 };

@@ -18,7 +18,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { CheckpointRef } from "./cell.ts";
+import { CellResult, CheckpointRef } from "./cell.ts";
 import {
   Half,
   halfFromJSON,
@@ -80,6 +80,18 @@ export interface ClassAccuracy {
     | undefined;
   /** Images of the class evaluated. */
   count: number;
+}
+
+/** Asks for a measure cell's per-layer CKA and LogME. */
+export interface MeasureRequest {
+  /** A measure cell's id; the controller has stored its definition. */
+  cellId: string;
+}
+
+/** A measure cell's result. */
+export interface MeasureResponse {
+  /** The cell's result, with one LayerMeasure per layer. */
+  result?: CellResult | undefined;
 }
 
 function createBaseEvaluateRequest(): EvaluateRequest {
@@ -586,6 +598,148 @@ export const ClassAccuracy: MessageFns<ClassAccuracy> = {
   },
 };
 
+function createBaseMeasureRequest(): MeasureRequest {
+  return { cellId: "" };
+}
+
+export const MeasureRequest: MessageFns<MeasureRequest> = {
+  encode(message: MeasureRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cellId !== "") {
+      writer.uint32(10).string(message.cellId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MeasureRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMeasureRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cellId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MeasureRequest {
+    return {
+      cellId: isSet(object.cellId)
+        ? globalThis.String(object.cellId)
+        : isSet(object.cell_id)
+        ? globalThis.String(object.cell_id)
+        : "",
+    };
+  },
+
+  toJSON(message: MeasureRequest): unknown {
+    const obj: any = {};
+    if (message.cellId !== "") {
+      obj.cellId = message.cellId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MeasureRequest>): MeasureRequest {
+    return MeasureRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MeasureRequest>): MeasureRequest {
+    const message = createBaseMeasureRequest();
+    message.cellId = object.cellId ?? "";
+    return message;
+  },
+};
+
+function createBaseMeasureResponse(): MeasureResponse {
+  return { result: undefined };
+}
+
+export const MeasureResponse: MessageFns<MeasureResponse> = {
+  encode(message: MeasureResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.result !== undefined) {
+      CellResult.encode(message.result, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MeasureResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMeasureResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.result = CellResult.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MeasureResponse {
+    return { result: isSet(object.result) ? CellResult.fromJSON(object.result) : undefined };
+  },
+
+  toJSON(message: MeasureResponse): unknown {
+    const obj: any = {};
+    if (message.result !== undefined) {
+      obj.result = CellResult.toJSON(message.result);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MeasureResponse>): MeasureResponse {
+    return MeasureResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MeasureResponse>): MeasureResponse {
+    const message = createBaseMeasureResponse();
+    message.result = (object.result !== undefined && object.result !== null)
+      ? CellResult.fromPartial(object.result)
+      : undefined;
+    return message;
+  },
+};
+
 /** Evaluates a trained net on one subset of a split's half. */
 export type EvaluatorServiceService = typeof EvaluatorServiceService;
 export const EvaluatorServiceService = {
@@ -604,6 +758,20 @@ export const EvaluatorServiceService = {
     responseSerialize: (value: EvaluateResponse): Buffer => Buffer.from(EvaluateResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): EvaluateResponse => EvaluateResponse.decode(value),
   },
+  /**
+   * Computes a measure cell (kind MEASURE): per-layer CKA and LogME from its base cells'
+   * trained nets on the target half's test images, and stores it as the cell's result.
+   * FAILED_PRECONDITION while a base net has not finished; idempotent by cell id.
+   */
+  measure: {
+    path: "/transferlab.v1.EvaluatorService/Measure" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: MeasureRequest): Buffer => Buffer.from(MeasureRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): MeasureRequest => MeasureRequest.decode(value),
+    responseSerialize: (value: MeasureResponse): Buffer => Buffer.from(MeasureResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): MeasureResponse => MeasureResponse.decode(value),
+  },
 } as const;
 
 export interface EvaluatorServiceServer extends UntypedServiceImplementation {
@@ -614,6 +782,12 @@ export interface EvaluatorServiceServer extends UntypedServiceImplementation {
    * match the half.
    */
   evaluate: handleUnaryCall<EvaluateRequest, EvaluateResponse>;
+  /**
+   * Computes a measure cell (kind MEASURE): per-layer CKA and LogME from its base cells'
+   * trained nets on the target half's test images, and stores it as the cell's result.
+   * FAILED_PRECONDITION while a base net has not finished; idempotent by cell id.
+   */
+  measure: handleUnaryCall<MeasureRequest, MeasureResponse>;
 }
 
 export interface EvaluatorServiceClient extends Client {
@@ -637,6 +811,26 @@ export interface EvaluatorServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: EvaluateResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Computes a measure cell (kind MEASURE): per-layer CKA and LogME from its base cells'
+   * trained nets on the target half's test images, and stores it as the cell's result.
+   * FAILED_PRECONDITION while a base net has not finished; idempotent by cell id.
+   */
+  measure(
+    request: MeasureRequest,
+    callback: (error: ServiceError | null, response: MeasureResponse) => void,
+  ): ClientUnaryCall;
+  measure(
+    request: MeasureRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: MeasureResponse) => void,
+  ): ClientUnaryCall;
+  measure(
+    request: MeasureRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: MeasureResponse) => void,
   ): ClientUnaryCall;
 }
 

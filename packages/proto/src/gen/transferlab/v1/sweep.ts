@@ -154,6 +154,26 @@ export interface SweepSpec {
     | undefined;
   /** How many cells may train at once; 0 means `auto`. */
   concurrency: number;
+  /** The cheap measures (per-layer CKA and LogME); unset: none. */
+  measures?: Measures | undefined;
+}
+
+/** The spec's `measures`: unset fields take the spec's defaults. */
+export interface Measures {
+  /** B test images used. */
+  examples?:
+    | number
+    | undefined;
+  /** A wider layer is average-pooled over space until it has at most this many features. */
+  maxFeatures?:
+    | number
+    | undefined;
+  /** Images per minibatch of CKA. */
+  batch?:
+    | number
+    | undefined;
+  /** Run only the base nets and the measures. */
+  only: boolean;
 }
 
 /** How many of a sweep's cells are in one state. */
@@ -249,6 +269,7 @@ function createBaseSweepSpec(): SweepSpec {
     arms: [],
     repeats: undefined,
     concurrency: 0,
+    measures: undefined,
   };
 }
 
@@ -291,6 +312,9 @@ export const SweepSpec: MessageFns<SweepSpec> = {
     }
     if (message.concurrency !== 0) {
       writer.uint32(80).uint32(message.concurrency);
+    }
+    if (message.measures !== undefined) {
+      Measures.encode(message.measures, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -408,6 +432,14 @@ export const SweepSpec: MessageFns<SweepSpec> = {
             message.concurrency = reader.uint32();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.measures = Measures.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -432,6 +464,7 @@ export const SweepSpec: MessageFns<SweepSpec> = {
       arms: globalThis.Array.isArray(object?.arms) ? object.arms.map((e: any) => armFromJSON(e)) : [],
       repeats: isSet(object.repeats) ? globalThis.Number(object.repeats) : undefined,
       concurrency: isSet(object.concurrency) ? globalThis.Number(object.concurrency) : 0,
+      measures: isSet(object.measures) ? Measures.fromJSON(object.measures) : undefined,
     };
   },
 
@@ -467,6 +500,9 @@ export const SweepSpec: MessageFns<SweepSpec> = {
     if (message.concurrency !== 0) {
       obj.concurrency = Math.round(message.concurrency);
     }
+    if (message.measures !== undefined) {
+      obj.measures = Measures.toJSON(message.measures);
+    }
     return obj;
   },
 
@@ -491,6 +527,130 @@ export const SweepSpec: MessageFns<SweepSpec> = {
     message.arms = object.arms?.map((e) => e) || [];
     message.repeats = object.repeats ?? undefined;
     message.concurrency = object.concurrency ?? 0;
+    message.measures = (object.measures !== undefined && object.measures !== null)
+      ? Measures.fromPartial(object.measures)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseMeasures(): Measures {
+  return { examples: undefined, maxFeatures: undefined, batch: undefined, only: false };
+}
+
+export const Measures: MessageFns<Measures> = {
+  encode(message: Measures, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.examples !== undefined) {
+      writer.uint32(8).uint32(message.examples);
+    }
+    if (message.maxFeatures !== undefined) {
+      writer.uint32(16).uint32(message.maxFeatures);
+    }
+    if (message.batch !== undefined) {
+      writer.uint32(24).uint32(message.batch);
+    }
+    if (message.only !== false) {
+      writer.uint32(32).bool(message.only);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Measures {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMeasures();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.examples = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.maxFeatures = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.batch = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.only = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Measures {
+    return {
+      examples: isSet(object.examples) ? globalThis.Number(object.examples) : undefined,
+      maxFeatures: isSet(object.maxFeatures)
+        ? globalThis.Number(object.maxFeatures)
+        : isSet(object.max_features)
+        ? globalThis.Number(object.max_features)
+        : undefined,
+      batch: isSet(object.batch) ? globalThis.Number(object.batch) : undefined,
+      only: isSet(object.only) ? globalThis.Boolean(object.only) : false,
+    };
+  },
+
+  toJSON(message: Measures): unknown {
+    const obj: any = {};
+    if (message.examples !== undefined) {
+      obj.examples = Math.round(message.examples);
+    }
+    if (message.maxFeatures !== undefined) {
+      obj.maxFeatures = Math.round(message.maxFeatures);
+    }
+    if (message.batch !== undefined) {
+      obj.batch = Math.round(message.batch);
+    }
+    if (message.only !== false) {
+      obj.only = message.only;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Measures>): Measures {
+    return Measures.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Measures>): Measures {
+    const message = createBaseMeasures();
+    message.examples = object.examples ?? undefined;
+    message.maxFeatures = object.maxFeatures ?? undefined;
+    message.batch = object.batch ?? undefined;
+    message.only = object.only ?? false;
     return message;
   },
 };

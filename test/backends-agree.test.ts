@@ -46,9 +46,10 @@ const TEST_IMAGES = 5 * 100;
 const EARLY_STEPS = 10;
 const EARLY_LOSS_TOLERANCE = 1e-4; // relative
 // Later the rounding differences grow (from about step 20 here) and the two runs take different
-// paths to similar nets: test top-1 0.974 on wasm against 0.976 on tensorflow when measured.
-// 3% of 500 is 15 images; a broken backend costs tens of points.
-const TRAINED_TOLERANCE = 0.03;
+// paths to similar nets: test top-1 0.974 on wasm against 0.976 on tensorflow in one run, 3.2
+// points apart in another (after each cell got its own init stream). 5% of 500 is 25 images; a
+// broken backend costs tens of points.
+const TRAINED_TOLERANCE = 0.05;
 // One net scored on two backends: only near-ties between two logits can flip.
 const EVALUATED_TOLERANCE = 2 / TEST_IMAGES;
 

@@ -35,6 +35,11 @@ export interface LocalSweepOutcome {
   states: Map<string, LocalCellState>;
   errors: Map<string, Error>;
   interrupted: boolean;
+  /**
+   * Set when the sweep itself failed (its dataset, split, store or bus), as opposed to one of
+   * its cells: the cells it never reached stay pending, so the caller must not count on them.
+   */
+  sweepError?: string;
   /** The largest resident set of any worker process, in bytes. */
   peakWorkerRssBytes: number;
   workers: number;
@@ -136,12 +141,14 @@ export async function runLocalSweep(spec: SweepSpec, options: LocalSweepOptions)
     if (result) results.push(result);
   }
   if (current?.sweep.error) errors.set(current.sweep.id, new Error(current.sweep.error));
+  const sweepError = current?.sweep.state === 'failed' && current.sweep.error ? current.sweep.error : undefined;
   return {
     plan,
     results,
     states,
     errors,
     interrupted,
+    ...(sweepError === undefined ? {} : { sweepError }),
     peakWorkerRssBytes: ports.pool.peakRssBytes,
     workers,
   };

@@ -77,6 +77,11 @@ export async function runSweep(spec: SweepSpec, specDir: string, options: RunOpt
       },
     });
     progress.stop();
+    if (outcome.sweepError !== undefined && !outcome.interrupted) {
+      // The sweep never got to its cells (a bad dataset, an unwritable store): no report to draw.
+      console.error(`error: sweep ${spec.name} failed: ${outcome.sweepError}`);
+      return 1;
+    }
     const seconds = (Date.now() - started) / 1000;
     const trained = outcome.results.filter((result) => outcome.states.get(result.cellId) !== 'reused');
     const backends = [...new Set(outcome.results.map((result) => result.backend ?? 'unknown'))].join(', ');
@@ -103,6 +108,12 @@ export async function runSweep(spec: SweepSpec, specDir: string, options: RunOpt
     if (outcome.interrupted) {
       console.log('interrupted: run the same command again to resume');
       return 130;
+    }
+    const unfinished = plan.cells.length - outcome.results.length - failed - blocked;
+    if (unfinished > 0) {
+      // Neither finished nor failed, and no interrupt: something stopped the sweep early. Never exit 0 on it.
+      console.error(`${unfinished} cell(s) did not run to the end; run the same command again to resume them`);
+      return 1;
     }
     if (failed > 0 || blocked > 0) {
       for (const [id, error] of outcome.errors) {

@@ -11,3 +11,4 @@ export * from './batches.ts';
 export * from './augment.ts';
 export * from './dataset-cache.ts';
 export * from './limits.ts';
+export * from './data-roots.ts';

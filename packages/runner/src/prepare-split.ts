@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
 import {
   type ClassGroups,
@@ -6,6 +6,8 @@ import {
   type DatasetSource,
   type SplitManifest,
   type SplitSpec,
+  DataError,
+  confinePath,
   datasetCacheKey,
   manifestKey,
   openSplit,
@@ -57,7 +59,48 @@ function groupsByName(groups: { A?: (string | number)[]; B?: (string | number)[]
   return { A: (groups.A ?? []).map(name), B: (groups.B ?? []).map(name) };
 }
 
-async function splitSpecOf(task: SplitTask, dataset: Dataset, specDir: string): Promise<SplitSpec> {
+/** The dataset's file paths with the spec's field that names each, for messages and confinement. */
+function sourcePaths(source: DatasetSource): { field: string; key: string; path: string }[] {
+  const fields: Record<string, string> = {
+    trainImages: 'dataset.trainImages',
+    trainLabels: 'dataset.trainLabels',
+    testImages: 'dataset.testImages',
+    testLabels: 'dataset.testLabels',
+    path: 'dataset.path',
+  };
+  return Object.entries(fields).flatMap(([key, field]) => {
+    const path = (source as unknown as Record<string, unknown>)[key];
+    return typeof path === 'string' ? [{ field, key, path }] : [];
+  });
+}
+
+/**
+ * The source with every path confined to the data roots and resolved through its links
+ * (PathOutsideRootsError naming the field otherwise): what a server reads for a request.
+ */
+export async function confineSource(source: DatasetSource, roots: readonly string[]): Promise<DatasetSource> {
+  const confined: Record<string, unknown> = { ...source };
+  for (const { field, key, path } of sourcePaths(source)) confined[key] = await confinePath(path, roots, field);
+  return confined as DatasetSource;
+}
+
+/** A groups file is a few class names: anything larger is not one, and is not read. */
+const MAX_GROUPS_FILE_BYTES = 1024 * 1024;
+
+async function readGroupsFile(file: string): Promise<string> {
+  const size = (await stat(file)).size;
+  if (size > MAX_GROUPS_FILE_BYTES) {
+    throw new DataError(file, `is ${size} bytes; a groups file has at most ${MAX_GROUPS_FILE_BYTES}`);
+  }
+  return readFile(file, 'utf8');
+}
+
+async function splitSpecOf(
+  task: SplitTask,
+  dataset: Dataset,
+  specDir: string,
+  roots?: readonly string[],
+): Promise<SplitSpec> {
   const caps = {
     trainPerClass: task.split.trainPerClass,
     valPerClass: task.split.valPerClass,
@@ -66,8 +109,13 @@ async function splitSpecOf(task: SplitTask, dataset: Dataset, specDir: string): 
   if (task.split.kind === 'random') return { kind: 'random', seed: task.seed, caps };
   let groups: ClassGroups;
   if (task.split.groupsFile !== undefined) {
-    const file = isAbsolute(task.split.groupsFile) ? task.split.groupsFile : resolve(specDir, task.split.groupsFile);
-    groups = parseGroupsYaml(await readFile(file, 'utf8'), file);
+    const file =
+      roots === undefined
+        ? isAbsolute(task.split.groupsFile)
+          ? task.split.groupsFile
+          : resolve(specDir, task.split.groupsFile)
+        : await confinePath(task.split.groupsFile, roots, 'split.groupsFile');
+    groups = parseGroupsYaml(await readGroupsFile(file), file);
   } else {
     groups = groupsByName(task.split.groups ?? {}, dataset.classes);
   }
@@ -83,17 +131,23 @@ export async function readCachedDataset(
   store: ObjectStore,
   source: DatasetSource,
   onProgress?: (progress: { done: number; total: number }) => void,
+  roots?: readonly string[],
 ): Promise<Dataset> {
   const key = datasetCacheKey(source);
   const cached = await readDatasetCache(store, key);
   if (cached) return cached;
-  const dataset = await readDataset(source, { onProgress });
+  const dataset = await readDataset(source, { onProgress, ...(roots === undefined ? {} : { roots }) });
   if (source.kind === 'image-folder') await writeDatasetCache(store, key, dataset);
   return dataset;
 }
 
 export interface EnsureSplitsOptions {
   specDir: string;
+  /**
+   * A server's data roots (TRANSFERLAB_DATA_ROOT): every dataset path and groups file must lie
+   * inside one of them, links resolved. Unset on the CLI, which reads whatever its user names.
+   */
+  dataRoots?: readonly string[];
   onReading?: (task: SplitTask, progress: { done: number; total: number }) => void;
   onWriting?: (task: SplitTask, progress: { images: number; totalImages: number }) => void;
 }
@@ -115,14 +169,16 @@ export async function ensureSplits(
       manifests.set(task.id, (await openSplit(store, task.id)).manifest);
       continue;
     }
-    const source = datasetSource(task.dataset, options.specDir);
+    const roots = options.dataRoots;
+    const written = datasetSource(task.dataset, options.specDir);
+    const source = roots === undefined ? written : await confineSource(written, roots);
     const sourceKey = JSON.stringify(source);
     let dataset = datasets.get(sourceKey);
     if (!dataset) {
-      dataset = await readCachedDataset(store, source, (progress) => options.onReading?.(task, progress));
+      dataset = await readCachedDataset(store, source, (progress) => options.onReading?.(task, progress), roots);
       datasets.set(sourceKey, dataset);
     }
-    const plan = planSplit(dataset.classes, await splitSpecOf(task, dataset, options.specDir));
+    const plan = planSplit(dataset.classes, await splitSpecOf(task, dataset, options.specDir, roots));
     const manifest = await writeSplit(store, dataset, {
       splitId: task.id,
       plan,

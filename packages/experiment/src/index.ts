@@ -6,3 +6,5 @@ export * from './stats.ts';
 export * from './aggregate.ts';
 export * from './figures.ts';
 export * from './report.ts';
+export * from './limits.ts';
+export * from './spec-limits.ts';

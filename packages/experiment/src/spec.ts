@@ -1,5 +1,7 @@
 import * as z from 'zod';
 import { LineCounter, parseDocument } from 'yaml';
+import { SPEC_LIMITS } from './limits.ts';
+import { yamlToJs } from './spec-limits.ts';
 import type { Document } from 'yaml';
 import { ALL_ARMS } from './cells.ts';
 
@@ -264,7 +266,10 @@ export const SweepSpecSchema = z
     base: BaseOverridesSchema.default({}),
     layers: LayersSchema.default([1, 2, 3, 4, 5, 6, 7]),
     arms: ArmsSchema.default(['baseA', 'baseB', 'BnB', 'BnB+', 'AnB', 'AnB+']),
-    repeats: positiveInt.default(1).describe('seeds 1..repeats: each a different random split (kind random) and init'),
+    repeats: positiveInt
+      .max(SPEC_LIMITS.maxRepeats)
+      .default(1)
+      .describe('seeds 1..repeats: each a different random split (kind random) and init'),
     concurrency: z
       .union([z.literal('auto'), positiveInt], { error: "expected 'auto' or a positive integer" })
       .default('auto')
@@ -409,7 +414,7 @@ export function parseSpec(text: string, file: string): SweepSpec {
       }),
     );
   }
-  return validate(doc.toJS({ maxAliasCount: 100 }), file, { doc, lineCounter });
+  return validate(yamlToJs(doc, file, lineCounter), file, { doc, lineCounter });
 }
 
 function validate(value: unknown, file: string, source: { doc: Document; lineCounter: LineCounter } | null): SweepSpec {

@@ -17,6 +17,23 @@ export const PROTO_ROOT = fileURLToPath(new URL('../../../../proto', import.meta
 /** Every message may carry a report's figures; 64 MiB bounds it without refusing real ones. */
 export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
+/**
+ * What a server accepts: no request carries data (a spec is a few kilobytes), so a large one is
+ * refused by grpc-js with RESOURCE_EXHAUSTED before it is parsed or reaches a handler.
+ */
+export const MAX_REQUEST_BYTES = 1024 * 1024;
+
+/**
+ * Error messages travel in the response's trailers, which HTTP/2 peers bound (a 100 KB message
+ * broke them). Anything longer is cut, saying how much: a message never echoes a large input.
+ */
+export const MAX_ERROR_MESSAGE_CHARS = 2000;
+
+export function truncateMessage(message: string, max = MAX_ERROR_MESSAGE_CHARS): string {
+  if (message.length <= max) return message;
+  return `${message.slice(0, max)}… (${message.length - max} more characters cut)`;
+}
+
 export interface ServiceRegistration {
   /** Fully qualified, e.g. `transferlab.v1.SweepService`: the name health and reflection report. */
   name: string;
@@ -50,7 +67,7 @@ export async function startGrpcServer(options: {
   log: Logger;
 }): Promise<GrpcServer> {
   const server = new grpc.Server({
-    'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+    'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
   });
   // Each call of our services runs in a span (the caller's trace continues) and is counted.
@@ -95,7 +112,8 @@ export async function startGrpcServer(options: {
 }
 
 /** A gRPC error with a status code and a message naming what is wrong. */
-export function grpcError(code: grpc.status, message: string): grpc.ServiceError {
+export function grpcError(code: grpc.status, text: string): grpc.ServiceError {
+  const message = truncateMessage(text);
   const error = new Error(message) as grpc.ServiceError;
   error.code = code;
   error.details = message;

@@ -70,7 +70,17 @@ export async function confinePath(path: string, roots: readonly string[], field:
   if (!roots.some((root) => inside(lexical, root))) {
     throw new PathOutsideRootsError(field, path, `is outside the data root(s) ${roots.join(', ')}`);
   }
-  const real = await realOrAncestor(lexical);
+  let real: string;
+  try {
+    real = await realOrAncestor(lexical);
+  } catch (error) {
+    // ENAMETOOLONG, ELOOP, EACCES: the path cannot be resolved, so it is not read either.
+    throw new PathOutsideRootsError(
+      field,
+      path,
+      `cannot be resolved (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+    );
+  }
   const realRoots = await Promise.all(roots.map((root) => realOrAncestor(root)));
   if (!realRoots.some((root) => inside(real, root))) {
     throw new PathOutsideRootsError(

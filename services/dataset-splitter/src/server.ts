@@ -61,7 +61,7 @@ export function splitTaskKey(id: string): string {
   return `splits/${id}/split.json`;
 }
 
-const SPLIT_ID = /^[-_A-Za-z0-9]+$/;
+const SPLIT_ID = /^[-_A-Za-z0-9]{1,256}$/;
 
 interface Attempt {
   task: SplitTask;

@@ -12,3 +12,4 @@ export * from './augment.ts';
 export * from './dataset-cache.ts';
 export * from './limits.ts';
 export * from './data-roots.ts';
+export * from './fingerprint.ts';

@@ -9,6 +9,7 @@ import {
   DataError,
   confinePath,
   datasetCacheKey,
+  datasetFingerprint,
   manifestKey,
   openSplit,
   parseGroupsYaml,
@@ -20,6 +21,7 @@ import {
 } from '@transferlab/data';
 import type { SplitTask, SweepDataset } from '@transferlab/experiment';
 import type { ObjectStore } from '@transferlab/platform';
+import { getJson, putJson } from './cell-store.ts';
 
 /** The spec's dataset as a reader source, its relative paths resolved against the spec's folder. */
 export function datasetSource(dataset: SweepDataset, specDir: string): DatasetSource {
@@ -132,8 +134,11 @@ export async function readCachedDataset(
   source: DatasetSource,
   onProgress?: (progress: { done: number; total: number }) => void,
   roots?: readonly string[],
+  fingerprint?: string,
 ): Promise<Dataset> {
-  const key = datasetCacheKey(source);
+  // The cache of an image folder (written below) is keyed by its files too: an edited folder is
+  // decoded again, never served from the old cache. `data fetch` writes the others unkeyed.
+  const key = datasetCacheKey(source.kind === 'image-folder' && fingerprint ? { ...source, fingerprint } : source);
   const cached = await readDatasetCache(store, key);
   if (cached) return cached;
   const dataset = await readDataset(source, { onProgress, ...(roots === undefined ? {} : { roots }) });
@@ -165,17 +170,25 @@ export async function ensureSplits(
   const manifests = new Map<string, SplitManifest>();
   const datasets = new Map<string, Dataset>();
   for (const task of tasks) {
-    if (await store.stat(manifestKey(task.id))) {
-      manifests.set(task.id, (await openSplit(store, task.id)).manifest);
-      continue;
-    }
     const roots = options.dataRoots;
     const written = datasetSource(task.dataset, options.specDir);
     const source = roots === undefined ? written : await confineSource(written, roots);
+    const fingerprint = await datasetFingerprint(source);
+    if (await store.stat(manifestKey(task.id))) {
+      await checkFingerprint(store, task, source, fingerprint);
+      manifests.set(task.id, (await openSplit(store, task.id)).manifest);
+      continue;
+    }
     const sourceKey = JSON.stringify(source);
     let dataset = datasets.get(sourceKey);
     if (!dataset) {
-      dataset = await readCachedDataset(store, source, (progress) => options.onReading?.(task, progress), roots);
+      dataset = await readCachedDataset(
+        store,
+        source,
+        (progress) => options.onReading?.(task, progress),
+        roots,
+        fingerprint,
+      );
       datasets.set(sourceKey, dataset);
     }
     const plan = planSplit(dataset.classes, await splitSpecOf(task, dataset, options.specDir, roots));
@@ -184,7 +197,50 @@ export async function ensureSplits(
       plan,
       onProgress: (progress) => options.onWriting?.(task, progress),
     });
+    if (fingerprint !== undefined)
+      await putJson(store, fingerprintKey(task.id), { fingerprint } satisfies StoredFingerprint);
     manifests.set(task.id, manifest);
   }
   return manifests;
+}
+
+/** What the dataset's files were when the split was made (datasetFingerprint). */
+export function fingerprintKey(splitId: string): string {
+  return `splits/${splitId}/dataset-fingerprint.json`;
+}
+
+interface StoredFingerprint {
+  fingerprint: string;
+}
+
+/** For a server that found the split in the store: DataError if its dataset changed since. */
+export async function checkSplitData(
+  store: ObjectStore,
+  task: SplitTask,
+  options: { specDir: string; dataRoots?: readonly string[] },
+): Promise<void> {
+  const written = datasetSource(task.dataset, options.specDir);
+  const source = options.dataRoots === undefined ? written : await confineSource(written, options.dataRoots);
+  await checkFingerprint(store, task, source, await datasetFingerprint(source));
+}
+
+/**
+ * A split made from files that have changed since is refused, loudly: serving it would train on
+ * the old data under the new data's name (issue 9). The split id covers the dataset as written
+ * in the spec, not its content (see docs/reliability.md), so the remedy is a new id for it.
+ */
+async function checkFingerprint(
+  store: ObjectStore,
+  task: SplitTask,
+  source: DatasetSource,
+  fingerprint: string | undefined,
+): Promise<void> {
+  const stored = await getJson<StoredFingerprint>(store, fingerprintKey(task.id));
+  if (stored === undefined || fingerprint === undefined || stored.fingerprint === fingerprint) return;
+  const where = 'path' in source ? source.path : source.kind === 'idx' ? source.trainImages : source.kind;
+  throw new DataError(
+    where,
+    `has changed since split ${task.id} was made from it (files added, removed or modified): its cells ` +
+      'would train and be scored on the old data. Use a fresh --store, or give the edited dataset a new path',
+  );
 }

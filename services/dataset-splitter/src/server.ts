@@ -36,7 +36,7 @@ import {
   splitSettingsFromProto,
   splitSettingsToProto,
 } from '@transferlab/proto/mappers';
-import { ensureSplits } from '@transferlab/runner/prepare-split';
+import { checkSplitData, ensureSplits } from '@transferlab/runner/prepare-split';
 import { getJson, putJson } from '@transferlab/runner/cell-store';
 
 export const SERVICE_NAME = 'transferlab.v1.DatasetSplitterService';
@@ -122,7 +122,13 @@ export function createServer(deps: SplitterDeps): DatasetSplitterServiceServer {
         );
       }
       const stored = await storedSplit(task.id);
-      if (stored) return { split: stored, created: false };
+      if (stored) {
+        // Served only if the files it was made from are still what they were.
+        await checkSplitData(store, task, { specDir: roots[0] ?? '/', dataRoots: roots }).catch((error: unknown) => {
+          throw statusOfFailure(error as Error);
+        });
+        return { split: stored, created: false };
+      }
 
       const inFlight = (): Attempt | undefined => {
         const attempt = attempts.get(task.id);

@@ -52,6 +52,9 @@ export async function datasetFingerprint(source: DatasetSource): Promise<string 
     hash.update(`${relative(root, path)}\0${info.size}\0${Math.trunc(info.mtimeMs)}\n`);
   };
   for (const path of paths) {
+    // A dataset whose files are gone may still be served from its decoded cache (`data fetch`):
+    // there is nothing to compare then, and a reader that needs the files says they are missing.
+    if ((await lstat(path).catch(() => undefined)) === undefined) return undefined;
     hash.update(`${path}\n`);
     await visit(path, path);
   }

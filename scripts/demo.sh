@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-exec node_modules/.bin/tsx services/cli/src/main.ts demo "$@"
+exec node --import tsx services/cli/src/main.ts demo "$@"

@@ -8,6 +8,7 @@ import { createGunzip, createGzip, gunzip } from 'node:zlib';
 import { promisify } from 'node:util';
 import * as tar from 'tar-stream';
 import { DataError, describeError, isDataError } from './errors.ts';
+import { type DecompressionLimits, byteLimiter, decompressedLimit, decompressionError } from './limits.ts';
 
 const gunzipAsync = promisify(gunzip);
 
@@ -40,7 +41,7 @@ async function fileStartsWithGzipMagic(path: string): Promise<boolean> {
 }
 
 /** Reads a whole file, gunzipping it when it starts with the gzip magic (extensions lie). */
-export async function readMaybeGzip(path: string): Promise<Buffer> {
+export async function readMaybeGzip(path: string, limits?: DecompressionLimits): Promise<Buffer> {
   let raw: Buffer;
   try {
     raw = await readFile(path);
@@ -48,9 +49,14 @@ export async function readMaybeGzip(path: string): Promise<Buffer> {
     throw new DataError(path, `cannot read file: ${describeError(error)}`, { cause: error });
   }
   if (!isGzipMagic(raw)) return raw;
+  // zlib stops at maxOutputLength, so a bomb costs at most the limit, never the whole inflation.
+  const limit = decompressedLimit(raw.length, limits);
   try {
-    return await gunzipAsync(raw);
+    return await gunzipAsync(raw, { maxOutputLength: limit });
   } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
+      throw decompressionError(path, raw.length, limit);
+    }
     throw new DataError(path, `corrupt or truncated gzip data: ${describeError(error)}`, { cause: error });
   }
 }
@@ -85,19 +91,22 @@ function entryType(header: tar.Header): TarEntry['type'] {
  */
 export async function readTarEntries(path: string, onEntry: TarEntryHandler): Promise<void> {
   let gzipped: boolean;
+  let compressedBytes: number;
   try {
     gzipped = await fileStartsWithGzipMagic(path);
+    compressedBytes = (await stat(path)).size;
   } catch (error) {
     throw new DataError(path, `cannot read archive: ${describeError(error)}`, { cause: error });
   }
   const extract = tar.extract();
   const input = createReadStream(path);
   let streamError: unknown;
-  const feeding = (gzipped ? pipeline(input, createGunzip(), extract) : pipeline(input, extract)).catch(
-    (error: unknown) => {
-      streamError ??= error;
-    },
-  );
+  // Entries stream through one at a time; the limiter bounds what the whole archive may inflate to.
+  const feeding = (
+    gzipped ? pipeline(input, createGunzip(), byteLimiter(path, compressedBytes), extract) : pipeline(input, extract)
+  ).catch((error: unknown) => {
+    streamError ??= error;
+  });
 
   let current: string | undefined;
   try {
@@ -131,6 +140,7 @@ export async function readTarEntries(path: string, onEntry: TarEntryHandler): Pr
     input.destroy();
     await feeding;
     if (isDataError(error)) throw error;
+    if (isDataError(streamError)) throw streamError;
     const cause = streamError ?? error;
     throw new DataError(path, `corrupt or truncated archive: ${describeError(cause)}`, {
       cause,
@@ -138,6 +148,7 @@ export async function readTarEntries(path: string, onEntry: TarEntryHandler): Pr
     });
   }
   await feeding;
+  if (isDataError(streamError)) throw streamError;
   if (streamError !== undefined) {
     throw new DataError(path, `corrupt or truncated archive: ${describeError(streamError)}`, {
       cause: streamError,

@@ -10,3 +10,6 @@ export * from './shards.ts';
 export * from './batches.ts';
 export * from './augment.ts';
 export * from './dataset-cache.ts';
+export * from './limits.ts';
+export * from './data-roots.ts';
+export * from './fingerprint.ts';

@@ -197,18 +197,24 @@ export function parseGroupsYaml(text: string, file: string): ClassGroups {
   try {
     value = parseYaml(text);
   } catch (error) {
+    // The parser's own message quotes the offending line: say where and what kind, never the text.
     if (error instanceof YAMLParseError) {
-      throw new DataError(file, `invalid YAML: ${error.message}`, { offset: error.pos[0], cause: error });
+      const line = error.linePos?.[0].line;
+      throw new DataError(file, `invalid YAML (${error.code}${line === undefined ? '' : ` at line ${line}`})`, {
+        offset: error.pos[0],
+      });
     }
-    throw error;
+    // Alias bombs and the like: the kind of problem only.
+    throw new DataError(file, `unreadable YAML (${(error as Error).name})`);
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new SplitError('split.groups', `expected a mapping with keys A and B (in ${file})`);
   }
   const record = value as Record<string, unknown>;
-  for (const key of Object.keys(record)) {
-    if (key !== 'A' && key !== 'B')
-      throw new SplitError(`split.groups.${key}`, `unknown key; expected only A and B (in ${file})`);
+  // The unknown keys are counted, not named: a groups file is not always what it claims to be.
+  const unknown = Object.keys(record).filter((key) => key !== 'A' && key !== 'B').length;
+  if (unknown > 0) {
+    throw new SplitError('split.groups', `${unknown} unknown key(s); expected only A and B (in ${file})`);
   }
   const groups: ClassGroups = { A: [], B: [] };
   for (const half of HALVES) {
@@ -220,7 +226,7 @@ export function parseGroupsYaml(text: string, file: string): ClassGroups {
       if (typeof name !== 'string')
         throw new SplitError(
           `split.groups.${half}[${i}]`,
-          `expected a class name (a string), got ${JSON.stringify(name)} (in ${file}; quote it)`,
+          `expected a class name (a string), got a ${name === null ? 'null' : typeof name} (in ${file}; quote it)`,
         );
       return name;
     });

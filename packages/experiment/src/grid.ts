@@ -1,4 +1,5 @@
 import { contentId } from './canonical.ts';
+import { checkGridLimits } from './spec-limits.ts';
 import { armOf, baseArmOf, cellName, parseArm } from './cells.ts';
 import type { Arm, Cell, CellKind, Half, MeasureTask, SplitTask, SweepPlan, TransferMode } from './cells.ts';
 import type { NetSpec, SweepSpec, TrainingSpec } from './spec.ts';
@@ -95,6 +96,7 @@ export function baseTraining(spec: SweepSpec): TrainingSpec {
  * from (or sit beside) them. Cells come out in a topological order.
  */
 export function expandGrid(spec: SweepSpec): SweepPlan {
+  checkGridLimits(spec);
   const seeds = Array.from({ length: spec.repeats }, (_, i) => i + 1);
   const layers = [...spec.layers].sort((a, b) => a - b);
   const measures = spec.measures;

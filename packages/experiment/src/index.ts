@@ -10,3 +10,5 @@ export * from './figures.ts';
 export * from './report.ts';
 export * from './measures.ts';
 export * from './measures-report.ts';
+export * from './limits.ts';
+export * from './spec-limits.ts';

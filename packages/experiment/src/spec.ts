@@ -1,5 +1,7 @@
 import * as z from 'zod';
 import { LineCounter, parseDocument } from 'yaml';
+import { SPEC_LIMITS } from './limits.ts';
+import { yamlToJs } from './spec-limits.ts';
 import type { Document } from 'yaml';
 import { ALL_ARMS } from './cells.ts';
 
@@ -9,8 +11,6 @@ import { ALL_ARMS } from './cells.ts';
 
 const positiveInt = z.number().int().positive();
 
-/** More repeats than this is a typo, not an experiment: the paper used a handful of splits. */
-export const MAX_REPEATS = 100;
 const filePath = z.string().min(1);
 
 const MnistDataset = z
@@ -331,7 +331,7 @@ export const SweepSpecSchema = z
     layers: LayersSchema.default([1, 2, 3, 4, 5, 6, 7]),
     arms: ArmsSchema.default(['baseA', 'baseB', 'BnB', 'BnB+', 'AnB', 'AnB+', 'controlB']),
     repeats: positiveInt
-      .max(MAX_REPEATS)
+      .max(SPEC_LIMITS.maxRepeats)
       .default(3)
       .describe('seeds 1..repeats: each a different random split (kind random) and independent inits'),
     concurrency: z
@@ -480,7 +480,7 @@ export function parseSpec(text: string, file: string): SweepSpec {
       }),
     );
   }
-  return validate(doc.toJS({ maxAliasCount: 100 }), file, { doc, lineCounter });
+  return validate(yamlToJs(doc, file, lineCounter), file, { doc, lineCounter });
 }
 
 function validate(value: unknown, file: string, source: { doc: Document; lineCounter: LineCounter } | null): SweepSpec {

@@ -115,9 +115,17 @@ const BUCKET = /^[-_a-zA-Z0-9]+$/;
 const CONSUMER = /^[-_A-Za-z0-9]+$/;
 const WORK_QUEUE = /^[a-z0-9][a-z0-9-]*$/;
 
-/** An id used as one token of a subject or key. */
+/** Longer ids are refused: file names, keys and subjects all have bounds, and no id of ours comes near. */
+export const MAX_TOKEN_LENGTH = 256;
+
+/** An id used as one token of a subject or key. The message starts with `what`, the field. */
 export function token(value: string, what: string): string {
-  if (!TOKEN.test(value)) throw new Error(`invalid ${what} '${value}': ids in subjects and keys are [-_=A-Za-z0-9]+`);
+  if (!TOKEN.test(value) || value.length > MAX_TOKEN_LENGTH) {
+    const shown = value.length > 80 ? `${value.slice(0, 80)}… (${value.length} characters)` : value;
+    throw new Error(
+      `${what}: '${shown}' is not an id: ids in subjects and keys are [-_=A-Za-z0-9]+, at most ${MAX_TOKEN_LENGTH} characters`,
+    );
+  }
   return value;
 }
 

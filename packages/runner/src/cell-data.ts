@@ -4,20 +4,36 @@ import type { TrainData } from '@transferlab/nn';
 import type { ObjectStore } from '@transferlab/platform';
 import { cellStreams } from './cell-seeds.ts';
 
+/**
+ * The batches with one turn of the event loop before each. A training step on wasm awaits only
+ * promises that are already settled, so without it an epoch runs as one unbroken chain of
+ * microtasks: the interrupt message from the parent and SIGINT wait for the epoch's end (its
+ * checkpoint is the first real I/O). With it, the loop's per-batch signal check sees them at
+ * the next batch (issue 9).
+ */
+async function* yieldingToEventLoop<T>(batches: AsyncIterable<T>): AsyncGenerator<T> {
+  for await (const batch of batches) {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    yield batch;
+  }
+}
+
 /** A cell's target half as training data: ordered and augmented as a function of (seed, epoch). */
 export function trainData(cell: Cell, trainSet: LoadedSubset, valSet: LoadedSubset): TrainData {
   const { training } = cell;
   const orderSeed = cellStreams(cell).order;
   return {
     batches: (epoch, startBatch) =>
-      makeBatches(trainSet, {
-        batchSize: training.batchSize,
-        seed: orderSeed,
-        epoch,
-        startBatch,
-        augment: training.augment === false ? undefined : training.augment,
-        dropLast: false,
-      }),
+      yieldingToEventLoop(
+        makeBatches(trainSet, {
+          batchSize: training.batchSize,
+          seed: orderSeed,
+          epoch,
+          startBatch,
+          augment: training.augment === false ? undefined : training.augment,
+          dropLast: false,
+        }),
+      ),
     batchesPerEpoch: batchesPerEpoch(trainSet.count, training.batchSize, false),
     val: { images: valSet.pixels, labels: valSet.labels, count: valSet.count },
   };

@@ -1,7 +1,14 @@
 import { availableParallelism } from 'node:os';
 import type { Cell, CellResult, SweepPlan, SweepSpec } from '@transferlab/experiment';
 import { expandGrid } from '@transferlab/experiment';
-import { LocalFolderStore, cellProgressFilter, createInProcessBus, sweepEventFilter } from '@transferlab/platform';
+import {
+  LocalFolderStore,
+  type ObjectStore,
+  cellProgressFilter,
+  createInProcessBus,
+  sweepEventFilter,
+} from '@transferlab/platform';
+import { cellKeys, getJson } from './cell-store.ts';
 import { PoolPorts } from './controller/pool-ports.ts';
 import type { CellState } from './controller/records.ts';
 import { type SweepEvent, SweepController } from './controller/sweep-controller.ts';
@@ -13,6 +20,8 @@ import type { CellProgress } from './train-cell.ts';
 export interface SweepObserver {
   splitProgress?(message: string): void;
   cellStarted?(cell: Cell): void;
+  /** A cell starts from its checkpoint (an earlier run was interrupted): where it picks up, 0-based. */
+  cellResumed?(cell: Cell, at: { epoch: number; batch: number; step: number }): void;
   cellProgress?(cell: Cell, progress: CellProgress): void;
   cellFinished?(cell: Cell, outcome: 'succeeded' | 'failed' | 'interrupted' | 'reused', error?: Error): void;
 }
@@ -35,9 +44,30 @@ export interface LocalSweepOutcome {
   states: Map<string, LocalCellState>;
   errors: Map<string, Error>;
   interrupted: boolean;
+  /**
+   * Set when the sweep itself failed (its dataset, split, store or bus), as opposed to one of
+   * its cells: the cells it never reached stay pending, so the caller must not count on them.
+   */
+  sweepError?: string;
   /** The largest resident set of any worker process, in bytes. */
   peakWorkerRssBytes: number;
   workers: number;
+}
+
+/**
+ * Where a cell's resumable checkpoint stands, read from its manifest and loop state alone (the
+ * CLI's process loads no TensorFlow.js), or undefined when it has none.
+ */
+export async function checkpointPosition(
+  store: ObjectStore,
+  cellId: string,
+): Promise<{ epoch: number; batch: number; step: number } | undefined> {
+  const prefix = cellKeys.checkpoint(cellId);
+  const manifest = await getJson<{ objects: { role: string; key: string }[] }>(store, `${prefix}/manifest.json`);
+  const state = manifest?.objects.find((object) => object.role === 'state');
+  if (!state) return undefined;
+  const loop = await getJson<{ epoch: number; nextBatch: number; step: number }>(store, `${prefix}/${state.key}`);
+  return loop && { epoch: loop.epoch, batch: loop.nextBatch, step: loop.step };
 }
 
 export function workerCount(spec: SweepSpec, override?: number): number {
@@ -89,6 +119,10 @@ export async function runLocalSweep(spec: SweepSpec, options: LocalSweepOptions)
       if (['transplanting', 'training'].includes(event.cellState) && !started.has(cell.id)) {
         started.add(cell.id);
         observer.cellStarted?.(cell);
+        void checkpointPosition(store, cell.id).then(
+          (at) => at && observer.cellResumed?.(cell, at),
+          () => undefined,
+        );
       } else if (event.cellState === 'succeeded' && started.has(cell.id) && !finished.has(cell.id)) {
         finished.add(cell.id);
         observer.cellFinished?.(cell, 'succeeded');
@@ -136,12 +170,14 @@ export async function runLocalSweep(spec: SweepSpec, options: LocalSweepOptions)
     if (result) results.push(result);
   }
   if (current?.sweep.error) errors.set(current.sweep.id, new Error(current.sweep.error));
+  const sweepError = current?.sweep.state === 'failed' && current.sweep.error ? current.sweep.error : undefined;
   return {
     plan,
     results,
     states,
     errors,
     interrupted,
+    ...(sweepError === undefined ? {} : { sweepError }),
     peakWorkerRssBytes: ports.pool.peakRssBytes,
     workers,
   };

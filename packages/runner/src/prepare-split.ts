@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
 import {
   type ClassGroups,
@@ -6,7 +6,10 @@ import {
   type DatasetSource,
   type SplitManifest,
   type SplitSpec,
+  DataError,
+  confinePath,
   datasetCacheKey,
+  datasetFingerprint,
   fetchDataset,
   isFetchableDataset,
   manifestKey,
@@ -20,6 +23,7 @@ import {
 } from '@transferlab/data';
 import type { SplitTask, SweepDataset } from '@transferlab/experiment';
 import type { ObjectStore } from '@transferlab/platform';
+import { getJson, putJson } from './cell-store.ts';
 
 /** Where catalog datasets live unless told otherwise: `TRANSFERLAB_DATA_DIR`, else `.transferlab/data`. */
 export function defaultDataDir(): string {
@@ -75,7 +79,48 @@ function groupsByName(groups: { A?: (string | number)[]; B?: (string | number)[]
   return { A: (groups.A ?? []).map(name), B: (groups.B ?? []).map(name) };
 }
 
-async function splitSpecOf(task: SplitTask, dataset: Dataset, specDir: string): Promise<SplitSpec> {
+/** The dataset's file paths with the spec's field that names each, for messages and confinement. */
+function sourcePaths(source: DatasetSource): { field: string; key: string; path: string }[] {
+  const fields: Record<string, string> = {
+    trainImages: 'dataset.trainImages',
+    trainLabels: 'dataset.trainLabels',
+    testImages: 'dataset.testImages',
+    testLabels: 'dataset.testLabels',
+    path: 'dataset.path',
+  };
+  return Object.entries(fields).flatMap(([key, field]) => {
+    const path = (source as unknown as Record<string, unknown>)[key];
+    return typeof path === 'string' ? [{ field, key, path }] : [];
+  });
+}
+
+/**
+ * The source with every path confined to the data roots and resolved through its links
+ * (PathOutsideRootsError naming the field otherwise): what a server reads for a request.
+ */
+export async function confineSource(source: DatasetSource, roots: readonly string[]): Promise<DatasetSource> {
+  const confined: Record<string, unknown> = { ...source };
+  for (const { field, key, path } of sourcePaths(source)) confined[key] = await confinePath(path, roots, field);
+  return confined as DatasetSource;
+}
+
+/** A groups file is a few class names: anything larger is not one, and is not read. */
+const MAX_GROUPS_FILE_BYTES = 1024 * 1024;
+
+async function readGroupsFile(file: string): Promise<string> {
+  const size = (await stat(file)).size;
+  if (size > MAX_GROUPS_FILE_BYTES) {
+    throw new DataError(file, `is ${size} bytes; a groups file has at most ${MAX_GROUPS_FILE_BYTES}`);
+  }
+  return readFile(file, 'utf8');
+}
+
+async function splitSpecOf(
+  task: SplitTask,
+  dataset: Dataset,
+  specDir: string,
+  roots?: readonly string[],
+): Promise<SplitSpec> {
   const caps = {
     trainPerClass: task.split.trainPerClass,
     valPerClass: task.split.valPerClass,
@@ -84,8 +129,13 @@ async function splitSpecOf(task: SplitTask, dataset: Dataset, specDir: string): 
   if (task.split.kind === 'random') return { kind: 'random', seed: task.seed, caps };
   let groups: ClassGroups;
   if (task.split.groupsFile !== undefined) {
-    const file = isAbsolute(task.split.groupsFile) ? task.split.groupsFile : resolve(specDir, task.split.groupsFile);
-    groups = parseGroupsYaml(await readFile(file, 'utf8'), file);
+    const file =
+      roots === undefined
+        ? isAbsolute(task.split.groupsFile)
+          ? task.split.groupsFile
+          : resolve(specDir, task.split.groupsFile)
+        : await confinePath(task.split.groupsFile, roots, 'split.groupsFile');
+    groups = parseGroupsYaml(await readGroupsFile(file), file);
   } else {
     groups = groupsByName(task.split.groups ?? {}, dataset.classes);
   }
@@ -101,11 +151,15 @@ export async function readCachedDataset(
   store: ObjectStore,
   source: DatasetSource,
   onProgress?: (progress: { done: number; total: number }) => void,
+  roots?: readonly string[],
+  fingerprint?: string,
 ): Promise<Dataset> {
-  const key = datasetCacheKey(source);
+  // The cache of an image folder (written below) is keyed by its files too: an edited folder is
+  // decoded again, never served from the old cache. `data fetch` writes the others unkeyed.
+  const key = datasetCacheKey(source.kind === 'image-folder' && fingerprint ? { ...source, fingerprint } : source);
   const cached = await readDatasetCache(store, key);
   if (cached) return cached;
-  const dataset = await readDataset(source, { onProgress });
+  const dataset = await readDataset(source, { onProgress, ...(roots === undefined ? {} : { roots }) });
   if (source.kind === 'image-folder') await writeDatasetCache(store, key, dataset);
   return dataset;
 }
@@ -114,6 +168,11 @@ export interface EnsureSplitsOptions {
   specDir: string;
   /** Where catalog datasets are fetched to; default defaultDataDir(). */
   dataDir?: string;
+  /**
+   * A server's data roots (TRANSFERLAB_DATA_ROOT): every dataset path and groups file must lie
+   * inside one of them, links resolved. Unset on the CLI, which reads whatever its user names.
+   */
+  dataRoots?: readonly string[];
   onReading?: (task: SplitTask, progress: { done: number; total: number }) => void;
   onWriting?: (task: SplitTask, progress: { images: number; totalImages: number }) => void;
 }
@@ -131,24 +190,77 @@ export async function ensureSplits(
   const manifests = new Map<string, SplitManifest>();
   const datasets = new Map<string, Dataset>();
   for (const task of tasks) {
+    const roots = options.dataRoots;
+    const written = await datasetSource(task.dataset, options.specDir, options.dataDir);
+    const source = roots === undefined ? written : await confineSource(written, roots);
+    const fingerprint = await datasetFingerprint(source);
     if (await store.stat(manifestKey(task.id))) {
+      await checkFingerprint(store, task, source, fingerprint);
       manifests.set(task.id, (await openSplit(store, task.id)).manifest);
       continue;
     }
-    const source = await datasetSource(task.dataset, options.specDir, options.dataDir);
     const sourceKey = JSON.stringify(source);
     let dataset = datasets.get(sourceKey);
     if (!dataset) {
-      dataset = await readCachedDataset(store, source, (progress) => options.onReading?.(task, progress));
+      dataset = await readCachedDataset(
+        store,
+        source,
+        (progress) => options.onReading?.(task, progress),
+        roots,
+        fingerprint,
+      );
       datasets.set(sourceKey, dataset);
     }
-    const plan = planSplit(dataset.classes, await splitSpecOf(task, dataset, options.specDir));
+    const plan = planSplit(dataset.classes, await splitSpecOf(task, dataset, options.specDir, roots));
     const manifest = await writeSplit(store, dataset, {
       splitId: task.id,
       plan,
       onProgress: (progress) => options.onWriting?.(task, progress),
     });
+    if (fingerprint !== undefined)
+      await putJson(store, fingerprintKey(task.id), { fingerprint } satisfies StoredFingerprint);
     manifests.set(task.id, manifest);
   }
   return manifests;
+}
+
+/** What the dataset's files were when the split was made (datasetFingerprint). */
+export function fingerprintKey(splitId: string): string {
+  return `splits/${splitId}/dataset-fingerprint.json`;
+}
+
+interface StoredFingerprint {
+  fingerprint: string;
+}
+
+/** For a server that found the split in the store: DataError if its dataset changed since. */
+export async function checkSplitData(
+  store: ObjectStore,
+  task: SplitTask,
+  options: { specDir: string; dataDir?: string; dataRoots?: readonly string[] },
+): Promise<void> {
+  const written = await datasetSource(task.dataset, options.specDir, options.dataDir);
+  const source = options.dataRoots === undefined ? written : await confineSource(written, options.dataRoots);
+  await checkFingerprint(store, task, source, await datasetFingerprint(source));
+}
+
+/**
+ * A split made from files that have changed since is refused, loudly: serving it would train on
+ * the old data under the new data's name (issue 9). The split id covers the dataset as written
+ * in the spec, not its content (see docs/reliability.md), so the remedy is a new id for it.
+ */
+async function checkFingerprint(
+  store: ObjectStore,
+  task: SplitTask,
+  source: DatasetSource,
+  fingerprint: string | undefined,
+): Promise<void> {
+  const stored = await getJson<StoredFingerprint>(store, fingerprintKey(task.id));
+  if (stored === undefined || fingerprint === undefined || stored.fingerprint === fingerprint) return;
+  const where = 'path' in source ? source.path : source.kind === 'idx' ? source.trainImages : source.kind;
+  throw new DataError(
+    where,
+    `has changed since split ${task.id} was made from it (files added, removed or modified): its cells ` +
+      'would train and be scored on the old data. Use a fresh --store, or give the edited dataset a new path',
+  );
 }

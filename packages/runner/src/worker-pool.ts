@@ -72,7 +72,8 @@ export class WorkerPool {
     const slot = await this.acquire();
     return new Promise<JobOutcome>((resolve, reject) => {
       slot.busy = { jobId, resolve, reject };
-      slot.child.send({ type: 'run', jobId, payload } satisfies ToWorker);
+      // A worker that died meanwhile fails the job from its 'exit' handler; the send error adds nothing.
+      slot.child.send({ type: 'run', jobId, payload } satisfies ToWorker, () => undefined);
     });
   }
 
@@ -180,7 +181,9 @@ export class WorkerPool {
 
 /**
  * The worker side: call from the worker module with the job handler. The handler gets an
- * AbortSignal that fires on an interrupt message or SIGINT/SIGTERM.
+ * AbortSignal that fires on an interrupt message, on SIGINT/SIGTERM, or when the parent goes
+ * away (the IPC channel closes): in each case the job checkpoints at its next batch and the
+ * worker then leaves on its own, so a killed parent never leaves a worker training for minutes.
  */
 export function serveJobs(
   handler: (
@@ -189,39 +192,66 @@ export function serveJobs(
   ) => Promise<unknown>,
 ): void {
   if (!process.send) throw new Error('serveJobs must run in a process forked with an IPC channel');
-  const send = (message: FromWorker): void => {
-    process.send?.(message);
+  // A parent that died closes the channel: a message then fails with EPIPE. The callback takes
+  // that error (without it, it is thrown from the channel and kills the worker mid-checkpoint).
+  const send = (message: FromWorker, then?: () => void): void => {
+    if (!process.connected) return then?.();
+    process.send!(message, () => then?.());
   };
   let current: AbortController | undefined;
-  const interrupt = (): void => current?.abort();
-  // Ctrl-C reaches every process of the terminal's group: checkpoint instead of dying mid-write.
-  process.on('SIGINT', interrupt);
-  process.on('SIGTERM', interrupt);
+  /** Set once the worker should leave: after the job in hand has checkpointed, or at once if idle. */
+  let leaving = false;
+  const leave = (): void => {
+    if (process.connected) process.disconnect();
+    process.exit(0);
+  };
+  const stop = (): void => {
+    leaving = true;
+    if (current) current.abort();
+    else leave();
+  };
+  // Ctrl-C reaches every process of the terminal's group, SIGTERM comes from a supervisor:
+  // checkpoint instead of dying mid-write, then go.
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  process.on('disconnect', stop);
+  // One line instead of Node's default report, which prints the source line it was thrown
+  // from: a minified TensorFlow.js line is tens of kilobytes.
+  process.on('uncaughtException', (error) => {
+    process.stderr.write(
+      `worker ${process.pid}: ${error.stack?.split('\n').slice(0, 6).join('\n') ?? String(error)}\n`,
+    );
+    process.exit(1);
+  });
   process.on('message', (message: ToWorker) => {
-    if (message.type === 'interrupt') interrupt();
+    if (message.type === 'interrupt') current?.abort();
     else if (message.type === 'exit') {
       if (process.connected) process.disconnect();
     } else if (message.type === 'run') {
       const controller = new AbortController();
       current = controller;
+      if (leaving) controller.abort();
       const jobId = message.jobId;
+      const settle = (message: FromWorker): void => {
+        if (current === controller) current = undefined;
+        send(message, () => {
+          if (leaving) leave();
+        });
+      };
       handler(message.payload, {
         signal: controller.signal,
         progress: (progress) => send({ type: 'progress', jobId, progress }),
       })
         .then((result) => {
-          if (controller.signal.aborted) send({ type: 'interrupted', jobId });
-          else send({ type: 'done', jobId, result, peakRssBytes: process.resourceUsage().maxRSS * 1024 });
+          if (controller.signal.aborted) settle({ type: 'interrupted', jobId });
+          else settle({ type: 'done', jobId, result, peakRssBytes: process.resourceUsage().maxRSS * 1024 });
         })
         .catch((error: unknown) => {
-          if (controller.signal.aborted) send({ type: 'interrupted', jobId });
+          if (controller.signal.aborted) settle({ type: 'interrupted', jobId });
           else {
             const err = error instanceof Error ? error : new Error(String(error));
-            send({ type: 'failed', jobId, message: err.message, stack: err.stack });
+            settle({ type: 'failed', jobId, message: err.message, stack: err.stack });
           }
-        })
-        .finally(() => {
-          if (current === controller) current = undefined;
         });
     }
   });

@@ -23,6 +23,7 @@ import {
   type Subscription,
   cellKey,
   cellProgressFilter,
+  asServiceError,
   grpcError,
   sweepEventSubject,
   sweepKey,
@@ -93,8 +94,9 @@ export interface ServerDeps {
 }
 
 /** Sweep ids are single subject tokens; anything else cannot name a sweep. */
-const SWEEP_ID = /^[-_=A-Za-z0-9]+$/;
+const SWEEP_ID = /^[-_=A-Za-z0-9]{1,256}$/;
 const DEFAULT_PAGE_SIZE = 100;
+const MAX_SPEC_FILE_CHARS = 1024;
 const MAX_PAGE_SIZE = 1000;
 /** After an event puts the sweep in a final state, how long a watch waits for the closing sweep event. */
 const FINAL_GRACE_MS = 5000;
@@ -109,7 +111,7 @@ export function createServer(deps: ServerDeps): SweepServiceServer {
   const kv = (): Promise<KeyValueStore> => (kvBucket ??= bus.kv(SWEEPS_BUCKET, { history: 5 }));
 
   const requireId = (id: string): string => {
-    if (!id) throw grpcError(grpc.status.INVALID_ARGUMENT, 'sweep_id is required');
+    if (!id) throw grpcError(grpc.status.INVALID_ARGUMENT, 'sweep_id: is required');
     if (!SWEEP_ID.test(id)) throw grpcError(grpc.status.NOT_FOUND, `sweep ${id} not found`);
     return id;
   };
@@ -151,6 +153,13 @@ export function createServer(deps: ServerDeps): SweepServiceServer {
   };
 
   const parseRequestSpec = (request: StartSweepRequest): { spec: SweepSpec; specText?: string } => {
+    // The name is echoed in every problem: a long one is refused, not repeated.
+    if (request.specFile.length > MAX_SPEC_FILE_CHARS) {
+      throw grpcError(
+        grpc.status.INVALID_ARGUMENT,
+        `spec_file: is ${request.specFile.length} characters; at most ${MAX_SPEC_FILE_CHARS}`,
+      );
+    }
     const file = request.specFile || '<spec>';
     const source = request.specSource;
     try {
@@ -162,7 +171,7 @@ export function createServer(deps: ServerDeps): SweepServiceServer {
       }
       throw error;
     }
-    throw grpcError(grpc.status.INVALID_ARGUMENT, 'spec_text is required (or spec, in structured form)');
+    throw grpcError(grpc.status.INVALID_ARGUMENT, 'spec_text: is required (or spec, in structured form)');
   };
 
   async function startSweep(request: StartSweepRequest): Promise<StartSweepResponse> {
@@ -447,9 +456,7 @@ export function createServer(deps: ServerDeps): SweepServiceServer {
         if (!call.writableEnded) call.end();
       },
       (error: unknown) => {
-        const err = error as Partial<grpc.ServiceError> & Error;
-        if (err.code === undefined) log.error({ err, sweepId: call.request.sweepId }, 'WatchSweep failed');
-        call.emit('error', err.code === undefined ? grpcError(grpc.status.INTERNAL, err.message) : err);
+        call.emit('error', asServiceError(error, log));
       },
     );
   };

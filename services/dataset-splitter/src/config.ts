@@ -11,10 +11,13 @@ export const splitterConfig = {
   port: portSchema.default(DEFAULT_PORT),
   /** Interface to listen on: 0.0.0.0 in a pod. */
   host: z.string().min(1).default('127.0.0.1'),
-  /** Folder that relative dataset paths are resolved against; unset: only absolute paths are accepted. */
+  /**
+   * The folders (separated by ':') datasets and groups files may be read from; relative paths
+   * resolve against the first. Unset: no dataset file is read (only the built-in MNIST).
+   */
   dataRoot: z
     .string()
     .min(1)
-    .refine((path) => path.startsWith('/'), 'must be an absolute path')
+    .refine((value) => value.split(':').every((path) => path === '' || path.startsWith('/')), 'must be absolute paths')
     .optional(),
 };

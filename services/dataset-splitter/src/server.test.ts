@@ -40,7 +40,11 @@ beforeAll(async () => {
   const log = createLogger('dataset-splitter-test', { level: 'silent' });
   server = await startGrpcServer({
     services: [
-      { name: SERVICE_NAME, definition: DatasetSplitterServiceService, implementation: createServer({ store, log }) },
+      {
+        name: SERVICE_NAME,
+        definition: DatasetSplitterServiceService,
+        implementation: createServer({ store, log, dataRoot: dir }),
+      },
     ],
     port: 0,
     log,
@@ -167,11 +171,11 @@ describe('DatasetSplitterService', () => {
     expect(none.details).toMatch(/^dataset: is required/);
   });
 
-  it('refuses a relative dataset path with INVALID_ARGUMENT naming the field', async () => {
-    const idx = { trainImages: 'data/train-images.gz', trainLabels: '/data/train-labels.gz', classes: [] };
+  it('resolves a relative dataset path against the data root', async () => {
+    const idx = { trainImages: 'data/train-images.gz', trainLabels: 'data/train-labels.gz', classes: [] };
     const error = await rejection(createSplit({ dataset: { kind: { $case: 'idx', value: idx } } }));
-    expect(error.code).toBe(grpc.status.INVALID_ARGUMENT);
-    expect(error.details).toMatch(/^dataset\.idx\.train_images: 'data\/train-images\.gz' is a relative path/);
+    expect(error.code).toBe(grpc.status.NOT_FOUND);
+    expect(error.details).toBe('dataset.idx.train_images: data/train-images.gz does not exist');
   });
 
   it('refuses a dataset that is not there with NOT_FOUND naming the field and the file', async () => {

@@ -5,9 +5,17 @@
  * is in the store is READY, whoever made it.
  */
 import { stat } from 'node:fs/promises';
-import { isAbsolute, resolve } from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { type SplitManifest, SplitError, isDataError, manifestKey, openSplit } from '@transferlab/data';
+import {
+  PathOutsideRootsError,
+  type SplitManifest,
+  SplitError,
+  confinePath,
+  isDataError,
+  manifestKey,
+  openSplit,
+  parseDataRoots,
+} from '@transferlab/data';
 import { SpecError, splitId, validateSpec } from '@transferlab/experiment';
 import type { SplitTask, SweepDataset } from '@transferlab/experiment';
 import { type Bus, type Logger, type ObjectStore, grpcError, unaryHandler } from '@transferlab/platform';
@@ -28,7 +36,7 @@ import {
   splitSettingsFromProto,
   splitSettingsToProto,
 } from '@transferlab/proto/mappers';
-import { ensureSplits } from '@transferlab/runner/prepare-split';
+import { checkSplitData, ensureSplits } from '@transferlab/runner/prepare-split';
 import { getJson, putJson } from '@transferlab/runner/cell-store';
 
 export const SERVICE_NAME = 'transferlab.v1.DatasetSplitterService';
@@ -40,8 +48,10 @@ export interface SplitterDeps {
   bus?: Bus;
   log: Logger;
   /**
-   * Relative dataset paths (and groups files) are resolved against this folder. Without it a
-   * relative path is refused: it would mean whatever folder the server happened to start in.
+   * TRANSFERLAB_DATA_ROOT: the folders (separated by ':') this splitter may read datasets and
+   * groups files from. Relative paths resolve against the first; absolute ones, `..` and symbolic
+   * links must stay inside one of them. Without it the splitter reads no files at all (the
+   * built-in MNIST still works): a request must never make it read what it has no business with.
    */
   dataRoot?: string;
 }
@@ -51,7 +61,7 @@ export function splitTaskKey(id: string): string {
   return `splits/${id}/split.json`;
 }
 
-const SPLIT_ID = /^[-_A-Za-z0-9]+$/;
+const SPLIT_ID = /^[-_A-Za-z0-9]{1,256}$/;
 
 interface Attempt {
   task: SplitTask;
@@ -63,6 +73,7 @@ interface Attempt {
 
 export function createServer(deps: SplitterDeps): DatasetSplitterServiceServer {
   const { store, log } = deps;
+  const roots = parseDataRoots(deps.dataRoot);
   /** The latest attempt per split id made by this process: in flight, or failed. */
   const attempts = new Map<string, Attempt>();
 
@@ -80,7 +91,7 @@ export function createServer(deps: SplitterDeps): DatasetSplitterServiceServer {
       work: (async () => {
         log.info({ splitId: task.id, dataset: task.dataset.kind, seed: task.seed }, 'making split');
         await putJson(store, splitTaskKey(task.id), task);
-        const manifests = await ensureSplits(store, [task], { specDir: deps.dataRoot ?? '/' });
+        const manifests = await ensureSplits(store, [task], { specDir: roots[0] ?? '/', dataRoots: roots });
         log.info({ splitId: task.id }, 'split ready');
         return readySplit(manifests.get(task.id)!, task);
       })(),
@@ -100,7 +111,9 @@ export function createServer(deps: SplitterDeps): DatasetSplitterServiceServer {
 
   return {
     createSplit: unaryHandler(async (request: CreateSplitRequest): Promise<CreateSplitResponse> => {
-      const task = splitTaskOf(request, deps.dataRoot);
+      const task = splitTaskOf(request);
+      // Before anything else, even a split already in the store: no path outside the roots is looked at.
+      await confineTask(task, roots);
       if (request.expectedSplitId && request.expectedSplitId !== task.id) {
         throw grpcError(
           status.FAILED_PRECONDITION,
@@ -109,13 +122,19 @@ export function createServer(deps: SplitterDeps): DatasetSplitterServiceServer {
         );
       }
       const stored = await storedSplit(task.id);
-      if (stored) return { split: stored, created: false };
+      if (stored) {
+        // Served only if the files it was made from are still what they were.
+        await checkSplitData(store, task, { specDir: roots[0] ?? '/', dataRoots: roots }).catch((error: unknown) => {
+          throw statusOfFailure(error as Error);
+        });
+        return { split: stored, created: false };
+      }
 
       const inFlight = (): Attempt | undefined => {
         const attempt = attempts.get(task.id);
         return attempt && !attempt.failure ? attempt : undefined;
       };
-      if (!inFlight()) await checkDatasetExists(task.dataset, deps.dataRoot);
+      if (!inFlight()) await checkDatasetExists(task.dataset, roots);
       // No await between this look-up and start(): concurrent calls cannot both start the work.
       const running = inFlight();
       if (running) {
@@ -151,6 +170,7 @@ async function finished(attempt: Attempt): Promise<Split> {
 function statusOfFailure(error: Error): Error {
   // The settings do not fit the data: a class named in the groups is not in the dataset, ...
   if (error instanceof SplitError) return grpcError(status.INVALID_ARGUMENT, error.message);
+  if (error instanceof PathOutsideRootsError) return grpcError(status.INVALID_ARGUMENT, error.message);
   // The data is unreadable or malformed; the message starts with the file.
   if (isDataError(error)) return grpcError(status.FAILED_PRECONDITION, error.message);
   if ((error as NodeJS.ErrnoException).code === 'ENOENT') return grpcError(status.NOT_FOUND, error.message);
@@ -190,7 +210,7 @@ function failedSplit(attempt: Attempt): Split {
 // The request as a split task: every check that needs no data.
 
 /** The split task a request asks for, checked as a spec's dataset and split would be. */
-export function splitTaskOf(request: CreateSplitRequest, dataRoot: string | undefined): SplitTask {
+export function splitTaskOf(request: CreateSplitRequest): SplitTask {
   let dataset: SweepDataset;
   let split: SplitTask['split'];
   try {
@@ -209,19 +229,6 @@ export function splitTaskOf(request: CreateSplitRequest, dataRoot: string | unde
     if (!(error instanceof SpecError)) throw error;
     const problems = error.issues.map((issue) => `${protoField(issue.path, dataset)}: ${issue.message}`);
     throw grpcError(status.INVALID_ARGUMENT, `invalid CreateSplitRequest: ${problems.join('; ')}`);
-  }
-
-  if (dataRoot === undefined) {
-    const paths = [...datasetPaths(dataset)];
-    if (split.groupsFile !== undefined) paths.push({ field: 'settings.groups_file', path: split.groupsFile });
-    const relative = paths.find((entry) => !isAbsolute(entry.path));
-    if (relative) {
-      throw grpcError(
-        status.INVALID_ARGUMENT,
-        `${relative.field}: '${relative.path}' is a relative path; this splitter has no data root ` +
-          '(TRANSFERLAB_DATA_ROOT), so dataset paths must be absolute',
-      );
-    }
   }
 
   // Named groups are one split whatever the repeat, as expandGrid makes them.
@@ -243,17 +250,28 @@ function protoField(specPath: string, dataset: SweepDataset): string {
     .replace(/[A-Z]/g, (letter) => `_${letter.toLowerCase()}`);
 }
 
-/** NOT_FOUND, naming the field, for a dataset file or folder that is not there. */
-async function checkDatasetExists(dataset: SweepDataset, dataRoot: string | undefined): Promise<void> {
+/** Every path of the task confined to the data roots: INVALID_ARGUMENT naming the field otherwise. */
+async function confineTask(task: SplitTask, roots: readonly string[]): Promise<void> {
+  const paths = datasetPaths(task.dataset);
+  if (task.split.groupsFile !== undefined) paths.push({ field: 'settings.groups_file', path: task.split.groupsFile });
+  try {
+    for (const { field, path } of paths) await confinePath(path, roots, field);
+  } catch (error) {
+    if (error instanceof PathOutsideRootsError) throw grpcError(status.INVALID_ARGUMENT, error.message);
+    throw error;
+  }
+}
+
+/** NOT_FOUND, naming the field, for a dataset file or folder that is not there (the path is confined already). */
+async function checkDatasetExists(dataset: SweepDataset, roots: readonly string[]): Promise<void> {
   for (const { field, path } of datasetPaths(dataset)) {
-    const file = isAbsolute(path) ? path : resolve(dataRoot ?? '/', path);
+    const file = await confinePath(path, roots, field);
     try {
       await stat(file);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-        throw grpcError(status.NOT_FOUND, `${field}: ${file} does not exist`);
-      }
-      throw grpcError(status.FAILED_PRECONDITION, `${field}: cannot read ${file}: ${(error as Error).message}`);
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') throw grpcError(status.NOT_FOUND, `${field}: ${path} does not exist`);
+      throw grpcError(status.FAILED_PRECONDITION, `${field}: cannot read ${path} (${code ?? 'error'})`);
     }
   }
 }

@@ -218,7 +218,7 @@ describe('EvaluatorService', () => {
     expect(none.details).toBe('cell_id: is required');
     const badSweep = await rejection(evaluateCall({ cellId: baseB.id }, 'no.dots'));
     expect(badSweep.code).toBe(grpc.status.INVALID_ARGUMENT);
-    expect(badSweep.details).toMatch(/^metadata transferlab-sweep-id: invalid sweep id 'no\.dots'/);
+    expect(badSweep.details).toMatch(/^metadata transferlab-sweep-id: sweep id: 'no\.dots' is not an id/);
   });
 
   it('refuses a checkpoint whose sha256 does not match with FAILED_PRECONDITION', async () => {

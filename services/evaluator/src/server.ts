@@ -270,7 +270,8 @@ function checkSweepId(sweepId: string, field: string): string {
 async function storedCell(store: ObjectStore, request: EvaluateRequest): Promise<Cell> {
   const id = request.cellId;
   if (!id) throw grpcError(status.INVALID_ARGUMENT, 'cell_id: is required');
-  if (!/^[-_=A-Za-z0-9]+$/.test(id)) throw grpcError(status.INVALID_ARGUMENT, `cell_id: '${id}' is not a cell id`);
+  if (!/^[-_=A-Za-z0-9]{1,256}$/.test(id))
+    throw grpcError(status.INVALID_ARGUMENT, `cell_id: '${id}' is not a cell id`);
   const cell = await getJson<Cell>(store, cellKeys.cell(id));
   if (!cell)
     throw grpcError(status.NOT_FOUND, `cell ${id}: no cell definition at ${store.describe(cellKeys.cell(id))}`);

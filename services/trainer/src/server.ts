@@ -272,7 +272,12 @@ export class Trainer {
       if ((error as grpc.ServiceError).code !== undefined) throw error;
       throw grpcError(grpc.status.INVALID_ARGUMENT, (error as Error).message);
     }
-    const split = manifestKey(cell.splitId);
+    let split: string;
+    try {
+      split = manifestKey(token(cell.splitId, 'cell.split_id'));
+    } catch (error) {
+      throw grpcError(grpc.status.INVALID_ARGUMENT, (error as Error).message);
+    }
     if (!(await store.stat(split))) {
       throw grpcError(
         grpc.status.FAILED_PRECONDITION,

@@ -87,7 +87,7 @@ async function storedCell(store: ObjectStore, requested: CellMessage | undefined
     if (error instanceof MapperError) throw grpcError(status.INVALID_ARGUMENT, error.message);
     throw error;
   }
-  if (!/^[-_A-Za-z0-9]+$/.test(id)) throw grpcError(status.INVALID_ARGUMENT, `cell.id: '${id}' is not a cell id`);
+  if (!/^[-_A-Za-z0-9]{1,256}$/.test(id)) throw grpcError(status.INVALID_ARGUMENT, `cell.id: '${id}' is not a cell id`);
   const cell = await getJson<Cell>(store, cellKeys.cell(id));
   if (!cell) {
     throw grpcError(status.NOT_FOUND, `cell ${id}: no cell definition at ${store.describe(cellKeys.cell(id))}`);

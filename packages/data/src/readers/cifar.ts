@@ -1,7 +1,8 @@
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readTarEntries } from '../archive.ts';
 import type { Dataset, ImageShape, SourceOf, Subset } from '../dataset.ts';
+import { isWithinRoots } from '../data-roots.ts';
 import { DataError, describeError } from '../errors.ts';
 
 export const CIFAR_SHAPE: ImageShape = [32, 32, 3];
@@ -60,7 +61,12 @@ function foundError(found: CifarFile, problem: string, offset?: number): DataErr
  * Finds the release's files by base name in a folder (or the one sub-folder that holds them, as
  * the official tarballs wrap everything in `cifar-10-batches-bin/`), or inside a .tar/.tar.gz.
  */
-async function findFiles(path: string, wanted: readonly string[], marker: string): Promise<Map<string, CifarFile>> {
+async function findFiles(
+  path: string,
+  wanted: readonly string[],
+  marker: string,
+  roots?: readonly string[],
+): Promise<Map<string, CifarFile>> {
   let info;
   try {
     info = await stat(path);
@@ -91,6 +97,13 @@ async function findFiles(path: string, wanted: readonly string[], marker: string
   }
   for (const name of wanted) {
     const file = join(dir, name);
+    if (roots !== undefined) {
+      // A file of the release linked to somewhere outside the data roots is refused unread.
+      const target = await realpath(file).catch(() => undefined);
+      if (target !== undefined && !(await isWithinRoots(target, roots))) {
+        throw new DataError(file, 'is a symbolic link that leads outside the data root(s)');
+      }
+    }
     const bytes = await readFile(file).catch((error: NodeJS.ErrnoException) => {
       if (error.code === 'ENOENT') return undefined;
       throw new DataError(file, `cannot read file: ${describeError(error)}`, { cause: error });
@@ -177,12 +190,18 @@ function concatSubsets(parts: Subset[]): Subset {
   return { count, pixels, labels };
 }
 
+export interface CifarReadOptions {
+  /** When set, the release's files must lie inside these roots once links are resolved. */
+  roots?: readonly string[];
+}
+
 /** CIFAR-10 binary release: data_batch_1..5.bin for training, test_batch.bin when present. */
-export async function readCifar10(source: SourceOf<'cifar10'>): Promise<Dataset> {
+export async function readCifar10(source: SourceOf<'cifar10'>, options: CifarReadOptions = {}): Promise<Dataset> {
   const found = await findFiles(
     source.path,
     [...CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE, CIFAR10_META_FILE],
     CIFAR10_TRAIN_FILES[0]!,
+    options.roots,
   );
   const classes = parseNames(found.get(CIFAR10_META_FILE), 10, CIFAR10_CLASSES);
   const layout: CifarRecordLayout = { labelBytes: 1, labelIndex: 0, classes: classes.length };
@@ -196,9 +215,9 @@ export async function readCifar10(source: SourceOf<'cifar10'>): Promise<Dataset>
 }
 
 /** CIFAR-100 binary release: train.bin and test.bin, each record coarse label, fine label, image. */
-export async function readCifar100(source: SourceOf<'cifar100'>): Promise<Dataset> {
+export async function readCifar100(source: SourceOf<'cifar100'>, options: CifarReadOptions = {}): Promise<Dataset> {
   const namesFile = `${source.labels}_label_names.txt`;
-  const found = await findFiles(source.path, ['train.bin', 'test.bin', namesFile], 'train.bin');
+  const found = await findFiles(source.path, ['train.bin', 'test.bin', namesFile], 'train.bin', options.roots);
   const classes =
     source.labels === 'fine'
       ? parseNames(found.get(namesFile), 100, CIFAR100_FINE_CLASSES)

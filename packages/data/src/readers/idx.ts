@@ -31,8 +31,8 @@ export interface IdxArray {
 /** Parses an (already gunzipped) IDX file of unsigned bytes. */
 export function parseIdx(bytes: Uint8Array, file: string): IdxArray {
   if (bytes.length < 4 || bytes[0] !== 0 || bytes[1] !== 0) {
-    const magic = Buffer.from(bytes.subarray(0, 4)).toString('hex').padEnd(8, '?');
-    throw new DataError(file, `not an IDX file: magic 0x${magic}, expected 0x000008NN (NN = number of dimensions)`, {
+    // The bytes found are not echoed: they are the file's content, and the file may not be ours.
+    throw new DataError(file, 'not an IDX file: bad magic number, expected 0x000008NN (NN = number of dimensions)', {
       offset: 0,
     });
   }

@@ -1,9 +1,10 @@
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import sharp from 'sharp';
 import { readTarEntries } from '../archive.ts';
 import type { Dataset, ImageShape, SourceOf, Subset } from '../dataset.ts';
 import { bytesPerImage } from '../dataset.ts';
+import { isWithinRoots } from '../data-roots.ts';
 import { DataError, describeError } from '../errors.ts';
 
 export type ImageFolderSource = SourceOf<'image-folder'>;
@@ -17,6 +18,11 @@ export interface ReadImageFolderOptions {
   /** Images decoded at once (sharp decodes on libuv's thread pool, 4 threads by default). */
   concurrency?: number;
   onProgress?(p: ImageFolderProgress): void;
+  /**
+   * When set, a symbolic link inside the folder must lead to a place inside one of these roots
+   * (a server's TRANSFERLAB_DATA_ROOT): a class folder linked to /etc is refused, not listed.
+   */
+  roots?: readonly string[];
 }
 
 export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png'] as const;
@@ -95,7 +101,7 @@ class FirstByName {
 }
 
 /** Walks only as deep as the layouts go (<root>/<split>/<class>/<file>). */
-async function listFolder(root: string, limit: number | undefined): Promise<Listing> {
+async function listFolder(root: string, limit: number | undefined, roots?: readonly string[]): Promise<Listing> {
   const dirs = new Set<string>();
   const kept = new FirstByName(limit);
   const walk = async (rel: string, depth: number): Promise<void> => {
@@ -109,6 +115,12 @@ async function listFolder(root: string, limit: number | undefined): Promise<List
     for (const entry of entries) {
       if (entry.name.startsWith('.')) continue;
       const childRel = rel === '' ? entry.name : `${rel}/${entry.name}`;
+      if (roots !== undefined && entry.isSymbolicLink()) {
+        const target = await realpath(join(abs, entry.name)).catch(() => undefined);
+        if (target === undefined || !(await isWithinRoots(target, roots))) {
+          throw new DataError(join(abs, entry.name), 'is a symbolic link that leads outside the data root(s)');
+        }
+      }
       const isDir =
         entry.isDirectory() ||
         (entry.isSymbolicLink() && (await stat(join(abs, entry.name)).catch(() => undefined))?.isDirectory() === true);
@@ -336,7 +348,7 @@ export async function readImageFolder(
     throw new DataError(source.path, `cannot open image folder or archive: ${describeError(error)}`, { cause: error });
   }
   const listing = info.isDirectory()
-    ? await listFolder(source.path, limit)
+    ? await listFolder(source.path, limit, options.roots)
     : await listArchive(source.path, limit, { train: source.train ?? 'train', test: source.test ?? 'test' });
   const plan = planLayout(listing, source);
 

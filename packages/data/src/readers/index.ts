@@ -14,9 +14,9 @@ export async function readDataset(source: DatasetSource, options: ReadDatasetOpt
     case 'mnist':
       return readIdx(mnistPackageSource(), 'mnist');
     case 'cifar10':
-      return readCifar10(source);
+      return readCifar10(source, options);
     case 'cifar100':
-      return readCifar100(source);
+      return readCifar100(source, options);
     case 'image-folder':
       return readImageFolder(source, options);
   }

@@ -17,6 +17,23 @@ export const PROTO_ROOT = fileURLToPath(new URL('../../../../proto', import.meta
 /** Every message may carry a report's figures; 64 MiB bounds it without refusing real ones. */
 export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
+/**
+ * What a server accepts: no request carries data (a spec is a few kilobytes), so a large one is
+ * refused by grpc-js with RESOURCE_EXHAUSTED before it is parsed or reaches a handler.
+ */
+export const MAX_REQUEST_BYTES = 1024 * 1024;
+
+/**
+ * Error messages travel in the response's trailers, which HTTP/2 peers bound (a 100 KB message
+ * broke them). Anything longer is cut, saying how much: a message never echoes a large input.
+ */
+export const MAX_ERROR_MESSAGE_CHARS = 2000;
+
+export function truncateMessage(message: string, max = MAX_ERROR_MESSAGE_CHARS): string {
+  if (message.length <= max) return message;
+  return `${message.slice(0, max)}… (${message.length - max} more characters cut)`;
+}
+
 export interface ServiceRegistration {
   /** Fully qualified, e.g. `transferlab.v1.SweepService`: the name health and reflection report. */
   name: string;
@@ -50,13 +67,14 @@ export async function startGrpcServer(options: {
   log: Logger;
 }): Promise<GrpcServer> {
   const server = new grpc.Server({
-    'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+    'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
   });
   // Each call of our services runs in a span (the caller's trace continues) and is counted.
   const rpcMetrics = new RpcServerMetrics(metrics.getMeter(INSTRUMENTATION_SCOPE));
   for (const service of options.services) {
-    server.addService(service.definition, instrumentService(service.definition, service.implementation, rpcMetrics));
+    const { definition, implementation } = refuseUndecodable(service.definition, service.implementation);
+    server.addService(definition, instrumentService(definition, implementation, rpcMetrics));
   }
 
   const statuses = Object.fromEntries(options.services.map((service) => [service.name, 'SERVING' as const]));
@@ -94,13 +112,78 @@ export async function startGrpcServer(options: {
   };
 }
 
+const UNDECODABLE = Symbol('undecodable request');
+type Undecodable = { [UNDECODABLE]: string };
+
+/**
+ * A request that cannot be decoded (a 64-bit number past 2^53, which the generated code refuses;
+ * bytes that are not the message) is the caller's mistake: INVALID_ARGUMENT naming the request,
+ * where grpc-js would answer INTERNAL. The decoder's error is kept and the handler never runs.
+ */
+function refuseUndecodable(
+  definition: grpc.ServiceDefinition,
+  implementation: grpc.UntypedServiceImplementation,
+): { definition: grpc.ServiceDefinition; implementation: grpc.UntypedServiceImplementation } {
+  const wrappedDefinition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  const wrappedImplementation: grpc.UntypedServiceImplementation = {};
+  for (const [name, method] of Object.entries(definition)) {
+    wrappedDefinition[name] = {
+      ...method,
+      requestDeserialize: (bytes: Buffer) => {
+        try {
+          return method.requestDeserialize(bytes) as unknown;
+        } catch (error) {
+          return { [UNDECODABLE]: (error as Error).message } satisfies Undecodable;
+        }
+      },
+    };
+    const handler = implementation[name];
+    if (!handler || method.requestStream) {
+      if (handler) wrappedImplementation[name] = handler;
+      continue;
+    }
+    const refusal = (request: unknown): grpc.ServiceError | undefined => {
+      const problem = (request as Partial<Undecodable> | null)?.[UNDECODABLE];
+      return problem === undefined
+        ? undefined
+        : grpcError(grpc.status.INVALID_ARGUMENT, `request: cannot be decoded as ${method.path}: ${problem}`);
+    };
+    wrappedImplementation[name] = method.responseStream
+      ? (call: grpc.ServerWritableStream<unknown, unknown>) => {
+          const error = refusal(call.request);
+          if (error) call.emit('error', error);
+          else (handler as grpc.handleServerStreamingCall<unknown, unknown>)(call);
+        }
+      : (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+          const error = refusal(call.request);
+          if (error) callback(error);
+          else (handler as grpc.handleUnaryCall<unknown, unknown>)(call, callback);
+        };
+  }
+  return { definition: wrappedDefinition, implementation: wrappedImplementation };
+}
+
 /** A gRPC error with a status code and a message naming what is wrong. */
-export function grpcError(code: grpc.status, message: string): grpc.ServiceError {
+export function grpcError(code: grpc.status, text: string): grpc.ServiceError {
+  const message = truncateMessage(text);
   const error = new Error(message) as grpc.ServiceError;
   error.code = code;
   error.details = message;
   error.metadata = new grpc.Metadata();
   return error;
+}
+
+/**
+ * Any thrown value as the error a call ends with: its gRPC status when it has one, else
+ * INTERNAL (logged). A Node error's string code (ENAMETOOLONG) is no status: grpc-js would send
+ * UNKNOWN with the whole message, and a message past the trailers' bound breaks the connection
+ * for every call on it. So the message is always cut (grpcError).
+ */
+export function asServiceError(error: unknown, log: Logger): grpc.ServiceError {
+  const err = error as Partial<grpc.ServiceError> & Error;
+  if (typeof err.code === 'number') return grpcError(err.code, err.details ?? err.message);
+  log.error({ err }, 'unexpected error in a gRPC handler');
+  return grpcError(grpc.status.INTERNAL, err.message ?? String(error));
 }
 
 /**
@@ -115,9 +198,7 @@ export function unaryHandler<Req, Res>(
     handler(call.request, call).then(
       (response) => callback(null, response),
       (error: unknown) => {
-        const err = error as Partial<grpc.ServiceError> & Error;
-        if (err.code === undefined) log.error({ err }, 'unexpected error in a gRPC handler');
-        callback(err.code === undefined ? grpcError(grpc.status.INTERNAL, err.message) : (err as grpc.ServiceError));
+        callback(asServiceError(error, log));
       },
     );
   };

@@ -16,6 +16,7 @@ import {
 import { cellKeys, putJson } from '../cell-store.ts';
 import { readResult } from '../evaluate-cell.ts';
 import type { StoredResult } from '../evaluate-cell.ts';
+import { CellLeases, type LeaseOptions } from './cell-lease.ts';
 import { type CellSteps, type Executor } from './ports.ts';
 import {
   ACTIVE_CELL_STATES,
@@ -36,6 +37,8 @@ export interface ControllerDeps {
   log?: (message: string, fields?: Record<string, unknown>) => void;
   /** Cells by state, queue depth, cell durations and scores; none recorded when absent. */
   metrics?: SweepMetrics;
+  /** The per-cell leases' timing (tests shorten it). */
+  leases?: LeaseOptions;
 }
 
 export interface StartOptions {
@@ -70,8 +73,10 @@ export class SweepController {
   private kvBucket?: KeyValueStore;
   private readonly drivers = new Map<string, { abort: AbortController; done: Promise<void> }>();
   private readonly concurrency = new Map<string, number>();
+  private readonly leases: CellLeases;
 
   constructor(private readonly deps: ControllerDeps) {
+    this.leases = new CellLeases(() => this.kv(), randomBytes(4).toString('hex'), deps.leases);
     deps.executor.onStatus?.((sweepId, cellId, status) => {
       this.noteStatus(sweepId, cellId, status).catch((error: unknown) =>
         deps.log?.('cannot record a cell status', { sweepId, cellId, error: (error as Error).message }),
@@ -280,12 +285,33 @@ export class SweepController {
 
   /** One cell through its steps, with retries that resume from the cell's checkpoint. */
   private async runCell(id: string, cell: Cell, maxAttempts: number, signal: AbortSignal): Promise<void> {
-    const stored = await readResult(this.deps.store, cell.id);
-    if (stored) {
+    const reuse = async (): Promise<boolean> => {
+      const stored = await readResult(this.deps.store, cell.id);
+      if (!stored) return false;
       await this.setCellState(id, cell.id, 'succeeded', { reused: true, finishedAt: now() });
       if (cell.kind !== 'measure') this.deps.metrics?.cellScore(id, cell, stored.score);
-      return;
+      return true;
+    };
+    if (await reuse()) return;
+    // One trainer per cell id at a time, whichever sweeps share it (issue 9).
+    const lease = await this.leases.acquire(cell.id, id, {
+      signal,
+      onWait: (holder) =>
+        void this.noteStatus(id, cell.id, `waiting: sweep ${holder.sweepId} is training this cell`).catch(
+          () => undefined,
+        ),
+    });
+    if (!lease) return;
+    try {
+      // The sweep that held the lease may have finished the cell meanwhile.
+      if (await reuse()) return;
+      await this.runLeasedCell(id, cell, maxAttempts, AbortSignal.any([signal, lease.lost]));
+    } finally {
+      await lease.release();
     }
+  }
+
+  private async runLeasedCell(id: string, cell: Cell, maxAttempts: number, signal: AbortSignal): Promise<void> {
     const { attempts: attempt, startedAt } = await this.updateCell(id, cell.id, (r) => ({
       ...r,
       attempts: r.attempts + 1,

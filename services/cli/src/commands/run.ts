@@ -26,6 +26,9 @@ export async function loadSpec(file: string): Promise<{ spec: SweepSpec; specDir
   return { spec: parseSpec(text, path), specDir: dirname(path) };
 }
 
+/** Signals closer together than this are one Ctrl-C delivered twice (see onSignal). */
+const SAME_KEYPRESS_MS = 1000;
+
 const mib = (bytes: number): string => `${Math.round(bytes / 1024 / 1024)} MiB`;
 
 /** `transferlab run SPEC`: the whole sweep on this machine, then its report. Returns the exit code. */
@@ -44,14 +47,26 @@ export async function runSweep(asWritten: SweepSpec, specDir: string, options: R
   );
 
   const controller = new AbortController();
-  let interrupts = 0;
+  let firstSignalAt: number | undefined;
   const onSignal = (): void => {
-    interrupts += 1;
-    if (interrupts > 1) process.exit(130);
-    progress.log(
-      'stopping: running cells write a checkpoint and stop; the next run resumes them (Ctrl-C again to quit now)',
-    );
-    controller.abort();
+    const now = Date.now();
+    if (firstSignalAt === undefined) {
+      firstSignalAt = now;
+      progress.log(
+        'stopping: running cells write a checkpoint at their next batch and stop; the next run resumes them (Ctrl-C again to quit now)',
+      );
+      controller.abort();
+      return;
+    }
+    // One Ctrl-C can arrive more than once: the terminal signals the whole process group, and
+    // a wrapper in it (npm, tsx's CLI) relays the same signal to its child. Copies within a
+    // second are that one keypress.
+    if (now - firstSignalAt < SAME_KEYPRESS_MS) return;
+    // A second Ctrl-C: leave now. The workers see the channel close, checkpoint at their next
+    // batch and exit on their own, so no work is lost and nothing is left running.
+    progress.stop();
+    console.error('quit: workers checkpoint at their next batch and exit; run the same command again to resume');
+    process.exit(130);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -71,6 +86,8 @@ export async function runSweep(asWritten: SweepSpec, specDir: string, options: R
           }
         },
         cellStarted: (cell: Cell) => progress.cellStarted(cell.id, cell.name, cell.training.maxEpochs),
+        cellResumed: (cell, at) =>
+          progress.log(`resume      ${cell.name} from its checkpoint: epoch ${at.epoch + 1}, batch ${at.batch + 1}`),
         cellProgress: (cell, p) => progress.cellProgress(cell.id, { ...p, maxEpochs: cell.training.maxEpochs }),
         cellFinished: (cell, outcome, error) => {
           if (outcome === 'reused') progress.cellStarted(cell.id, cell.name, cell.training.maxEpochs);
@@ -80,6 +97,11 @@ export async function runSweep(asWritten: SweepSpec, specDir: string, options: R
       },
     });
     progress.stop();
+    if (outcome.sweepError !== undefined && !outcome.interrupted) {
+      // The sweep never got to its cells (a bad dataset, an unwritable store): no report to draw.
+      console.error(`error: sweep ${spec.name} failed: ${outcome.sweepError}`);
+      return 1;
+    }
     const seconds = (Date.now() - started) / 1000;
     const trained = outcome.results.filter((result) => outcome.states.get(result.cellId) !== 'reused');
     const backends = [...new Set(outcome.results.map((result) => result.backend ?? 'unknown'))].join(', ');
@@ -107,6 +129,12 @@ export async function runSweep(asWritten: SweepSpec, specDir: string, options: R
     if (outcome.interrupted) {
       console.log('interrupted: run the same command again to resume');
       return 130;
+    }
+    const unfinished = plan.cells.length - outcome.results.length - failed - blocked;
+    if (unfinished > 0) {
+      // Neither finished nor failed, and no interrupt: something stopped the sweep early. Never exit 0 on it.
+      console.error(`${unfinished} cell(s) did not run to the end; run the same command again to resume them`);
+      return 1;
     }
     if (failed > 0 || blocked > 0) {
       for (const [id, error] of outcome.errors) {

@@ -10,8 +10,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO } from './support/servers.ts';
 
-// One base cell of 10,000 MNIST images: an epoch takes far longer than the test waits, so an
-// interrupt that waited for the epoch's end would show.
+// One base cell of 10,000 MNIST images: an epoch takes far longer than the test waits on wasm
+// (on tensorflow one may end first), so an interrupt that waited for the epoch's end would show
+// as a checkpoint at batch 0.
 const SPEC = `
 name: ctrl-c
 dataset: { kind: mnist }
@@ -151,8 +152,7 @@ describe('Ctrl-C through npm run transferlab', () => {
       expect(run.err().length).toBeLessThan(2000);
       saved = await checkpointState(store());
       if (!saved) continue;
-      // Mid-epoch: the interrupt took effect at a batch, not at the end of the epoch.
-      expect(saved.epoch).toBe(0);
+      // Mid-epoch: the interrupt took effect at a batch, not at the end of an epoch.
       expect(saved.nextBatch).toBeGreaterThan(0);
       expect(exit.at - sent).toBeLessThan(15_000);
       console.log(`ctrl-c: stopped ${(exit.at - sent) / 1000} s after SIGINT, checkpoint at batch ${saved.nextBatch}`);

@@ -29,6 +29,7 @@ const spec = (name: string, layers: number[]) =>
     training: { batchSize: 16, maxEpochs: 1, patience: 1, augment: false, scoreTopK: 1 },
     layers,
     arms: ['baseA', 'baseB', 'AnB', 'BnB+'],
+    repeats: 1,
     concurrency: 4,
   });
 

@@ -294,6 +294,7 @@ describe('gRPC request fuzz', () => {
         'GetSplit',
         'GetSweep',
         'ListSweeps',
+        'Measure',
         'RunCell',
         'StartSweep',
         'Transplant',

@@ -96,7 +96,19 @@ export function baseTraining(spec: SweepSpec): TrainingSpec {
  * from (or sit beside) them. Cells come out in a topological order.
  */
 export function expandGrid(spec: SweepSpec): SweepPlan {
-  checkGridLimits(spec);
+  checkGridLimits(spec, plannedCellCount(spec));
+  return expandPlan(spec);
+}
+
+/**
+ * How many cells a spec expands to, counted before anything is expanded for every repeat: one
+ * repeat's grid is small (at most a hundred or so cells), and every repeat has the same cells.
+ */
+export function plannedCellCount(spec: SweepSpec): number {
+  return spec.repeats * expandPlan({ ...spec, repeats: 1 }).cells.length;
+}
+
+function expandPlan(spec: SweepSpec): SweepPlan {
   const seeds = Array.from({ length: spec.repeats }, (_, i) => i + 1);
   const layers = [...spec.layers].sort((a, b) => a - b);
   const measures = spec.measures;

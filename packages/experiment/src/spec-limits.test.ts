@@ -1,8 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { expandGrid } from './grid.ts';
+import { expandGrid, plannedCellCount } from './grid.ts';
 import { SPEC_LIMITS } from './limits.ts';
 import { SpecError, parseSpec, validateSpec } from './spec.ts';
-import { plannedCellCount } from './spec-limits.ts';
 
 const base = { name: 'limits', dataset: { kind: 'mnist' } };
 

@@ -1,29 +1,9 @@
 import { type Document, type LineCounter, isAlias, visit } from 'yaml';
-import { type Half, parseArm } from './cells.ts';
 import { SPEC_LIMITS } from './limits.ts';
 import { SpecError, type SweepSpec } from './spec.ts';
 
-/**
- * How many cells the spec expands to, computed from its counts alone (expandGrid builds them):
- * per seed, the base nets it needs plus one cell per other arm and layer.
- */
-export function plannedCellCount(spec: Pick<SweepSpec, 'repeats' | 'layers' | 'arms'>): number {
-  const bases = new Set<Half>();
-  let others = 0;
-  for (const text of new Set(spec.arms)) {
-    const arm = parseArm(text);
-    if (arm.kind === 'base') bases.add(arm.target);
-    else {
-      others += 1;
-      if (arm.kind === 'transfer') bases.add(arm.source);
-    }
-  }
-  return spec.repeats * (bases.size + others * new Set(spec.layers).size);
-}
-
 /** Refuses a spec whose grid is larger than SPEC_LIMITS.maxCells, before anything is expanded. */
-export function checkGridLimits(spec: SweepSpec, file = '<spec>'): void {
-  const cells = plannedCellCount(spec);
+export function checkGridLimits(spec: SweepSpec, cells: number, file = '<spec>'): void {
   if (cells <= SPEC_LIMITS.maxCells) return;
   const perSeed = cells / spec.repeats;
   throw new SpecError(file, [

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { beforeAll, describe, expect, test } from 'vitest';
-import { evaluate, paperScore } from './evaluate.ts';
+import { evaluate } from './evaluate.ts';
 import { useTestBackend } from './test-backend.ts';
 
 beforeAll(async () => {
@@ -53,16 +53,5 @@ describe('evaluate', () => {
     expect(() =>
       evaluate(model, { images: Uint8Array.from([1, 2, 3]), labels: Int32Array.from([3]), count: 1 }),
     ).toThrow(/label 3 of image 0 is outside 0..2/);
-  });
-});
-
-describe('paperScore', () => {
-  test('is the mean of the k best validation values, k capped by the epochs', () => {
-    expect(paperScore([0.1, 0.5, 0.3, 0.4], 2)).toBeCloseTo(0.45, 12);
-    expect(paperScore([0.1, 0.5, 0.3, 0.4])).toBeCloseTo(0.325, 12);
-    const twelve = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.05, 0.15];
-    // The 10 best leave out 0.05 and 0.1.
-    expect(paperScore(twelve)).toBeCloseTo((0.15 + 0.2 + 0.3 + 0.4 + 0.5 + 0.6 + 0.7 + 0.8 + 0.9 + 0.95) / 10, 12);
-    expect(() => paperScore([])).toThrow(/at least one/);
   });
 });

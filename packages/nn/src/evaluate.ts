@@ -74,15 +74,3 @@ export function evaluate(model: tfl.LayersModel, data: LabelledImages, options: 
     count: data.count,
   };
 }
-
-/**
- * The paper's score of a run: the mean of its k best validation top-1 values (k = 10 in the
- * paper), which smooths epoch-to-epoch noise without rewarding a single lucky epoch.
- * k is capped by the number of epochs.
- */
-export function paperScore(valTop1History: readonly number[], k = 10): number {
-  if (valTop1History.length === 0) throw new Error('paperScore needs at least one validation value');
-  if (!Number.isInteger(k) || k < 1) throw new Error(`paperScore k must be a positive integer, got ${k}`);
-  const best = [...valTop1History].sort((a, b) => b - a).slice(0, k);
-  return best.reduce((sum, value) => sum + value, 0) / best.length;
-}

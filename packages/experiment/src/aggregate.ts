@@ -1,5 +1,5 @@
 import type { LayerMeasure } from './measures.ts';
-import { ALL_ARMS, baseArmOf, otherHalf } from './cells.ts';
+import { ALL_ARMS, baseArmOf, isBandArm, otherHalf } from './cells.ts';
 import type { Arm, Cell, CellKind, Half, SweepPlan, TransferMode } from './cells.ts';
 import { lastPhaseStart } from './schedule.ts';
 import { paperScoreOver, recentTrend, summarize } from './stats.ts';
@@ -171,7 +171,7 @@ export function aggregate(plan: SweepPlan, results: readonly CellResult[]): Aggr
   );
 
   const bases: BaseBand[] = [];
-  for (const arm of arms.filter((a) => a.startsWith('base') || a.startsWith('control'))) {
+  for (const arm of arms.filter((a) => isBandArm(a))) {
     const cells = plan.cells.filter((cell) => cell.arm === arm);
     const done = bySeed(scored.filter((row) => row.arm === arm));
     bases.push({

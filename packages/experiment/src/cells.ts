@@ -88,6 +88,11 @@ export function armOf(cell: {
   return text as Arm;
 }
 
+/** Base and control arms have no n: one value per repeat, drawn as a band across every n. */
+export function isBandArm(arm: Arm): boolean {
+  return arm.startsWith('base') || arm.startsWith('control');
+}
+
 export function baseArmOf(half: Half): Arm {
   return half === 'A' ? 'baseA' : 'baseB';
 }

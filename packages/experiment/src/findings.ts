@@ -12,7 +12,7 @@
  */
 import type { Aggregate, CellRow } from './aggregate.ts';
 import type { Arm, Half } from './cells.ts';
-import { otherHalf } from './cells.ts';
+import { isBandArm, otherHalf } from './cells.ts';
 import { mean, summarize, tQuantile } from './stats.ts';
 import type { Summary } from './stats.ts';
 
@@ -67,10 +67,6 @@ function scoresOf(cells: readonly CellRow[], arm: Arm, n?: number): Scores {
   return out;
 }
 
-function isBand(arm: Arm): boolean {
-  return arm.startsWith('base') || arm.startsWith('control');
-}
-
 /**
  * minuend − subtrahend per seed, averaged over `layers` (a band arm counts the same value at
  * every n). Only seeds with every value present count, so one missing cell drops its seed.
@@ -83,15 +79,15 @@ export function compare(
   layers: readonly number[],
   id = `${minuend}-${subtrahend}`,
 ): Comparison {
-  const bands = isBand(minuend) && isBand(subtrahend);
+  const bands = isBandArm(minuend) && isBandArm(subtrahend);
   const used = bands ? [] : [...layers];
   const perSeed = new Map<number, number[]>();
   const seeds = new Set(agg.cells.map((row) => row.seed));
   for (const seed of seeds) {
     const diffs: number[] = [];
     for (const n of bands ? [undefined] : used) {
-      const a = scoresOf(agg.cells, minuend, isBand(minuend) ? undefined : n).get(seed);
-      const b = scoresOf(agg.cells, subtrahend, isBand(subtrahend) ? undefined : n).get(seed);
+      const a = scoresOf(agg.cells, minuend, isBandArm(minuend) ? undefined : n).get(seed);
+      const b = scoresOf(agg.cells, subtrahend, isBandArm(subtrahend) ? undefined : n).get(seed);
       if (a === undefined || b === undefined) break;
       diffs.push(a - b);
     }

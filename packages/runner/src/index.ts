@@ -1,6 +1,5 @@
 export * from './cell-data.ts';
 export * from './cell-store.ts';
-export * from './dag.ts';
 export * from './evaluate-cell.ts';
 export * from './local-sweep.ts';
 export * from './prepare-split.ts';

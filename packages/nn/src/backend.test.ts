@@ -91,3 +91,20 @@ describe('selectBackend', () => {
     expect(await filterGradient()).toEqual([8, 8, 8, 8]);
   });
 });
+
+describe('assertGpuDevice: the tensorflow-gpu backend refuses to train without a GPU', () => {
+  // There is no GPU here: the probe tfjs-node's backend gives is injected.
+  it('passes when TensorFlow registered a GPU device', async () => {
+    const { assertGpuDevice } = await freshBackendModule();
+    expect(() => assertGpuDevice({ isGPUPackage: true, isUsingGpuDevice: true })).not.toThrow();
+  });
+
+  it('fails clearly, saying what to check, when it did not', async () => {
+    const { assertGpuDevice } = await freshBackendModule();
+    expect(() => assertGpuDevice({ isGPUPackage: true, isUsingGpuDevice: false })).toThrow(
+      /@tensorflow\/tfjs-node-gpu loaded, but TensorFlow registered no GPU device.*nvidia\.com\/gpu.*runtimeClassName.*CUDA/,
+    );
+    expect(() => assertGpuDevice({ isGPUPackage: false, isUsingGpuDevice: false })).toThrow(/the CPU build/);
+    expect(() => assertGpuDevice({})).toThrow(/registered no GPU device/);
+  });
+});

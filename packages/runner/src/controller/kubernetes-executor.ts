@@ -71,7 +71,7 @@ export interface KubernetesExecutorOptions {
    * Default 6 (about 10 minutes). An invalid image name fails at once.
    */
   imagePullAttempts?: number;
-  /** How often to look for the Job controller's FailedCreate events while a Job has no pod. Default 2 s. */
+  /** How often to look for the Job controller's FailedCreate events while a Job has no pod. Default 5 s. */
   eventPollMs?: number;
   /** Every change of a trainer's status (deduplicated). */
   onStatus?: (cellId: string, status: TrainerStatus) => void;
@@ -578,10 +578,12 @@ export class KubernetesExecutor implements Executor {
         });
       }
       if (this.runs.get(run.jobName) === run && run.eventTimer) {
-        run.eventTimer = setTimeout(() => void poll(), this.options.eventPollMs ?? 2000);
+        run.eventTimer = setTimeout(() => void poll(), this.options.eventPollMs ?? 5000);
       }
     };
-    run.eventTimer = setTimeout(() => void poll(), 0);
+    // Not at once: the Job controller normally makes the pod within a second, and a list per
+    // Job would double the API calls of a large sweep.
+    run.eventTimer = setTimeout(() => void poll(), this.options.eventPollMs ?? 5000);
   }
 
   private timedOut(run: Run, limitMs: number, kind: 'queued' | 'pending'): void {

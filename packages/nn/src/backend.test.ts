@@ -43,7 +43,7 @@ describe('selectBackend', () => {
     vi.stubEnv('TRANSFERLAB_BACKEND', 'tensorflow-gpu');
     const { selectBackend } = await freshBackendModule();
     await expect(selectBackend()).rejects.toThrow(
-      /^TRANSFERLAB_BACKEND=tensorflow-gpu, but @tensorflow\/tfjs-node-gpu could not be loaded: \S/,
+      /^TRANSFERLAB_BACKEND=tensorflow-gpu, but @tensorflow\/tfjs-node-gpu could not be used: \S/,
     );
     vi.stubEnv('TRANSFERLAB_BACKEND', 'cpu');
     expect((await selectBackend()).name).toBe('cpu');

@@ -57,10 +57,9 @@ async function choose(options: SelectBackendOptions): Promise<BackendChoice> {
     try {
       await activate(forced);
     } catch (error) {
-      throw new Error(
-        `${BACKEND_ENV_VAR}=${forced}, but ${PACKAGES[forced]} could not be loaded: ${firstLine(error)}`,
-        { cause: error },
-      );
+      throw new Error(`${BACKEND_ENV_VAR}=${forced}, but ${PACKAGES[forced]} could not be used: ${firstLine(error)}`, {
+        cause: error,
+      });
     }
     choice = { name: forced, tfBackend: tf.getBackend(), reason: `forced by ${BACKEND_ENV_VAR}=${forced}` };
   } else {

@@ -78,6 +78,12 @@ describe('selectBackend', () => {
     expect(tf.getBackend()).toBe('tensorflow');
     expect(log).toHaveBeenCalledTimes(1);
     expect(await filterGradient()).toEqual([8, 8, 8, 8]);
+    // The real native backend answers the GPU probe: the CPU build, so the check refuses it.
+    const { assertGpuDevice } = await freshBackendModule();
+    const probe = tf.backend() as { isGPUPackage?: boolean; isUsingGpuDevice?: boolean };
+    expect(probe.isGPUPackage).toBe(false);
+    expect(probe.isUsingGpuDevice).toBe(false);
+    expect(() => assertGpuDevice(probe)).toThrow(/the CPU build/);
   });
 
   it('uses wasm when preferred, and wasm computes a conv2d gradient w.r.t. the filter', async () => {

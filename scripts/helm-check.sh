@@ -92,6 +92,33 @@ for values in "${values_files[@]}"; do
   fi
 done
 
+# Monitoring is on by default exactly where the Prometheus Operator's CRDs are served
+# (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1"): render the defaults both ways.
+echo "== monitoring defaults (with and without monitoring.coreos.com/v1)"
+default_values="$chart/ci/default-values.yaml"
+if "$helm" template transferlab "$chart" -f "$default_values" --namespace transferlab \
+  --api-versions monitoring.coreos.com/v1 >"$out/with-operator.yaml" &&
+  "$helm" template transferlab "$chart" -f "$default_values" --namespace transferlab >"$out/without-operator.yaml"; then
+  for kind in PodMonitor ServiceMonitor; do
+    if ! grep -q "^kind: $kind\$" "$out/with-operator.yaml"; then
+      echo "helm-check: no $kind by default where the cluster serves monitoring.coreos.com/v1" >&2
+      status=1
+    fi
+  done
+  if ! grep -q '^    grafana_dashboard: "1"' "$out/with-operator.yaml"; then
+    echo "helm-check: no dashboard ConfigMaps by default where the cluster serves monitoring.coreos.com/v1" >&2
+    status=1
+  fi
+  if grep -qE '^kind: (PodMonitor|ServiceMonitor)$|^    grafana_dashboard:' "$out/without-operator.yaml"; then
+    echo "helm-check: monitoring objects rendered for a cluster without the Prometheus Operator's CRDs" >&2
+    status=1
+  fi
+  (cd "$repo" && node --import tsx scripts/validate-manifests.ts "$out/with-operator.yaml") || status=1
+else
+  echo "helm-check: helm template of the monitoring defaults failed" >&2
+  status=1
+fi
+
 echo "== validate rendered manifests"
 rendered=("$out"/rendered/*.yaml)
 if [ ${#rendered[@]} -gt 0 ]; then

@@ -497,6 +497,9 @@ describe('the rendered chart', () => {
     expect(envValue(gpu, 'TRANSFERLAB_MAX_TRAINERS')).toBe('8');
     expect(envValue(gpu, TRAINER_ENV.instance)).toBe(RELEASE);
     expect(envValue(gpu, TRAINER_ENV.pendingTimeoutSeconds)).toBe('1800');
+    // A Pending trainer is a queued cell: no time limit by default.
+    expect(envValue(gpu, TRAINER_ENV.queueTimeoutSeconds)).toBe('0');
+    expect(envValue(gpu, TRAINER_ENV.imagePullAttempts)).toBe('6');
     expect(envValue(gpu, TRAINER_ENV.terminationGracePeriodSeconds)).toBe('60');
     // The trainers reference the same Secret as the services, key by key.
     expect(envValue(gpu, TRAINER_ENV.s3Secret)).toBe('transferlab-s3');
@@ -1166,6 +1169,8 @@ const TRAINER_ENV = {
   cpu: 'TRANSFERLAB_K8S_CPU',
   memory: 'TRANSFERLAB_K8S_MEMORY',
   pendingTimeoutSeconds: 'TRANSFERLAB_K8S_PENDING_TIMEOUT_SECONDS',
+  queueTimeoutSeconds: 'TRANSFERLAB_K8S_QUEUE_TIMEOUT_SECONDS',
+  imagePullAttempts: 'TRANSFERLAB_K8S_IMAGE_PULL_ATTEMPTS',
   terminationGracePeriodSeconds: 'TRANSFERLAB_K8S_TERMINATION_GRACE_PERIOD_SECONDS',
   instance: 'TRANSFERLAB_K8S_INSTANCE',
   imagePullSecrets: 'TRANSFERLAB_K8S_IMAGE_PULL_SECRETS',

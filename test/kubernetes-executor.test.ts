@@ -246,6 +246,8 @@ describe('KubernetesExecutor against the real control plane, as the chart’s Se
     options: {
       settings?: Partial<TrainerJobSettings>;
       pendingTimeoutMs?: number;
+      queueTimeoutMs?: number;
+      imagePullAttempts?: number;
       onStatus?: (cellId: string, s: TrainerStatus) => void;
       timeoutSeconds?: number;
       as?: KubeConfig;
@@ -260,6 +262,8 @@ describe('KubernetesExecutor against the real control plane, as the chart’s Se
         ...(options.timeoutSeconds ? { timeoutSeconds: options.timeoutSeconds } : {}),
       },
       ...(options.pendingTimeoutMs ? { pendingTimeoutMs: options.pendingTimeoutMs } : {}),
+      ...(options.queueTimeoutMs ? { queueTimeoutMs: options.queueTimeoutMs } : {}),
+      ...(options.imagePullAttempts ? { imagePullAttempts: options.imagePullAttempts } : {}),
       ...(options.onStatus ? { onStatus: options.onStatus } : {}),
     });
     executors.push(instance);
@@ -443,12 +447,15 @@ describe('KubernetesExecutor against the real control plane, as the chart’s Se
     expect(job.spec?.template.metadata?.labels?.['kueue.x-k8s.io/queue-name']).toBe('gpu-queue');
   });
 
-  it('fails a cell whose pod no node can ever take after the pending timeout, with the scheduler’s reason', async () => {
-    const instance = executor({ settings: { gpus: 8 }, pendingTimeoutMs: 5000 });
+  it('fails a cell queued longer than a queue timeout set for it, with the scheduler’s reason', async () => {
+    // The pending timeout (start-up problems) does not apply to a queued trainer; the queue timeout does.
+    const instance = executor({ settings: { gpus: 8 }, pendingTimeoutMs: 1000, queueTimeoutMs: 5000 });
+    const since = Date.now();
     const { outcome, name } = await started(instance, cellA, 'unschedulable-1');
     const error = await failure(outcome);
+    expect(Date.now() - since).toBeGreaterThanOrEqual(4500);
     expect(error.retryable).toBe(false);
-    expect(error.message).toContain('did not start within');
+    expect(error.message).toContain('was queued for more than');
     expect(error.message).toContain('Insufficient nvidia.com/gpu');
     expect(error.message).toContain('asks for 8 nvidia.com/gpu');
     await until(async () => (await instance.listSweepJobs('unschedulable-1')).length === 0, `${name} deleted`);
@@ -557,19 +564,37 @@ describe('KubernetesExecutor against the real control plane, as the chart’s Se
     expect(error.message).toContain('activeDeadlineSeconds (2 s)');
   });
 
-  it('fails, not retryable, on an image the kubelet cannot pull (ErrImagePull, then ImagePullBackOff)', async () => {
-    const statuses: string[] = [];
+  it('lets the kubelet retry a failed image pull with back-off, then fails, not retryable, after the limit', async () => {
+    const statuses: TrainerStatus[] = [];
     const instance = executor({
       settings: { image: 'stand-in/missing:1' },
-      onStatus: (_, status) => statuses.push(status.reason),
+      imagePullAttempts: 3,
+      onStatus: (_, status) => statuses.push(status),
     });
     const error = await failure(
       instance.run(cellA, { sweepId: 'pull-1', attempt: 1, signal: new AbortController().signal }),
     );
-    expect(statuses).toContain('ErrImagePull');
+    const reasons = statuses.map((status) => status.reason);
+    expect(reasons.filter((reason) => reason === 'ErrImagePull')).toHaveLength(2); // the third ends it
+    expect(reasons).toContain('ImagePullBackOff');
+    expect(statuses.find((s) => s.reason === 'ImagePullBackOff')?.message).toContain('failed pulls: 1 of at most 3');
     expect(error.retryable).toBe(false);
-    expect(error.message).toContain('cannot pull its image stand-in/missing:1 (ImagePullBackOff');
+    expect(error.message).toContain('cannot pull its image stand-in/missing:1: 3 pulls failed');
+    expect(error.message).toContain('ErrImagePull: failed to pull and unpack image');
     await until(async () => (await instance.listSweepJobs('pull-1')).length === 0, 'the Job deleted');
+  });
+
+  it('runs the trainer once a pull that failed succeeds on a later try (the registry came back)', async () => {
+    const statuses: string[] = [];
+    const instance = executor({
+      settings: { image: 'stand-in/late:1' },
+      onStatus: (_, status) => statuses.push(status.reason),
+    });
+    const { outcome } = await started(instance, cellA, 'pull-2');
+    await until(() => statuses.includes('ImagePullBackOff'), 'a failed pull');
+    kubelet.addImage('stand-in/late:1', STAND_INS['stand-in/exit:1']!);
+    expect(await outcome).toBe('trained');
+    expect(statuses).toContain('Running');
   });
 
   it('surfaces a missing ConfigMap (CreateContainerConfigError) and fails after the pending timeout', async () => {

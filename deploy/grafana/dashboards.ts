@@ -32,7 +32,8 @@ const DATASOURCE: common.DataSourceRef = { type: 'prometheus', uid: '${datasourc
  * What each Grafana variable stands for when the dashboards' expressions are checked outside
  * Grafana: its "All" value. Generation fails on a variable missing here.
  */
-const VARIABLE_VALUES: Record<string, string> = { sweep: '.+', arm: '.+', service: '.+' };
+// $__range: Grafana's own variable, the dashboard's time range.
+const VARIABLE_VALUES: Record<string, string> = { sweep: '.+', arm: '.+', service: '.+', __range: '1h' };
 
 // ------------------------------------------------------------------ building blocks
 
@@ -59,6 +60,8 @@ const sel = (labels: Record<string, string>, extra: string[] = []): string =>
   ].join(',')}}`;
 const SWEEP = { [LABELS.sweep]: '$sweep' };
 const CELL_FILTER = { [LABELS.sweep]: '$sweep', [LABELS.arm]: '$arm' };
+/** Histograms carry no sweep id (telemetry-attributes.ts): they are filtered by arm only. */
+const ARM_FILTER = { [LABELS.arm]: '$arm' };
 const SERVICE = { [LABELS.service]: '$service' };
 const ACTIVE_STATES = 'pending|transplanting|training|evaluating';
 const FINAL_STATES = 'succeeded|failed|blocked|cancelled';
@@ -273,14 +276,14 @@ function sweepOverview(): dashboard.DashboardBuilder {
       timeseries({
         title: 'Cell duration by arm (median, 90th percentile)',
         description:
-          'From the first attempt to succeeded or failed, retries included, over every cell of the selected sweeps that ran (a sweep has few cells per arm: no rate window).',
+          'From the first attempt to succeeded or failed, retries included, over the cells of every sweep that finished in the time range (the histogram carries no sweep id, so its series stay bounded).',
         queries: [
           {
-            expr: `histogram_quantile(0.5, sum by (le, ${LABELS.arm}) (${m.cellDuration}_bucket${sel(SWEEP)}))`,
+            expr: `histogram_quantile(0.5, sum by (le, ${LABELS.arm}) (increase(${m.cellDuration}_bucket[$__range])))`,
             legend: `{{${LABELS.arm}}} p50`,
           },
           {
-            expr: `histogram_quantile(0.9, sum by (le, ${LABELS.arm}) (${m.cellDuration}_bucket${sel(SWEEP)}))`,
+            expr: `histogram_quantile(0.9, sum by (le, ${LABELS.arm}) (increase(${m.cellDuration}_bucket[$__range])))`,
             legend: `{{${LABELS.arm}}} p90`,
           },
         ],
@@ -340,7 +343,7 @@ function trainingCurves(): dashboard.DashboardBuilder {
         description: 'Time of one epoch, its validation included, over the epochs of the running cells.',
         queries: [
           {
-            expr: `histogram_quantile(0.9, sum by (le, ${LABELS.arm}) (${m.epochDuration}_bucket${sel(CELL_FILTER)}))`,
+            expr: `histogram_quantile(0.9, sum by (le, ${LABELS.arm}) (${m.epochDuration}_bucket${sel(ARM_FILTER)}))`,
             legend: `{{${LABELS.arm}}}`,
           },
         ],
@@ -354,7 +357,7 @@ function trainingCurves(): dashboard.DashboardBuilder {
           'Bytes of each checkpoint the running cells wrote to the object store (resumable checkpoints and final nets).',
         queries: [
           {
-            expr: `histogram_quantile(0.9, sum by (le, ${LABELS.arm}) (${m.checkpointSize}_bucket${sel(CELL_FILTER)}))`,
+            expr: `histogram_quantile(0.9, sum by (le, ${LABELS.arm}) (${m.checkpointSize}_bucket${sel(ARM_FILTER)}))`,
             legend: `{{${LABELS.arm}}}`,
           },
         ],
@@ -367,7 +370,7 @@ function trainingCurves(): dashboard.DashboardBuilder {
         description: 'Time to serialize and store one checkpoint, over the checkpoints of the running cells.',
         queries: [
           {
-            expr: `histogram_quantile(0.9, sum by (le, ${LABELS.arm}) (${m.checkpointDuration}_bucket${sel(CELL_FILTER)}))`,
+            expr: `histogram_quantile(0.9, sum by (le, ${LABELS.arm}) (${m.checkpointDuration}_bucket${sel(ARM_FILTER)}))`,
             legend: `{{${LABELS.arm}}}`,
           },
         ],

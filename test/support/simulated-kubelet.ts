@@ -7,7 +7,9 @@
 // Failed with the exit code and, for FallbackToLogsOnError, the log tail). A pod deleted while
 // it runs (Job deadline, eviction, cancel) gets SIGTERM and, after its grace period, SIGKILL,
 // then its final status and the kubelet's final delete. Image pulls are not simulated: an image
-// with no mapping fails as ErrImagePull, then ImagePullBackOff.
+// with no mapping fails as ErrImagePull, then ImagePullBackOff, and is tried again after a
+// back-off that doubles, as the kubelet does (from `pullBackOffMs` rather than 10 s); an image
+// mapped meanwhile (`addImage`: the registry came back) then starts.
 //
 // What is real around it: API server validation and admission, RBAC, the scheduler, the Job
 // controller, the garbage collector, eviction. What is simulated: only this node agent.
@@ -49,6 +51,8 @@ export interface SimulatedKubeletOptions {
   cwd?: string;
   /** Each line a container writes (stdout and stderr). */
   onOutput?: (podName: string, line: string) => void;
+  /** The first back-off between failed pulls (doubling up to 8 times it). Default 200 ms. */
+  pullBackOffMs?: number;
 }
 
 export const POOL_LABEL = 'transferlab.io/simulated-pool';
@@ -118,6 +122,11 @@ export class SimulatedKubelet {
     if (!container) throw new Error(`simulated kubelet: no running container in pod ${namespace}/${podName}`);
     container.killReason = 'OOMKilled';
     container.child.kill('SIGKILL');
+  }
+
+  /** Makes an image pullable from now on (its pods waiting in ImagePullBackOff start at their next try). */
+  addImage(image: string, entrypoint: string[]): void {
+    this.options.images[image] = entrypoint;
   }
 
   /** The pods running (a process) right now, as namespace/name. */
@@ -255,20 +264,26 @@ export class SimulatedKubelet {
       conditions: [condition('Initialized', 'True'), condition('Ready', 'False', 'ContainersNotReady')],
       containerStatuses: [waiting(container, 'ContainerCreating')],
     });
-    const entrypoint = container.command ?? this.options.images[container.image ?? ''];
-    if (!entrypoint || entrypoint.length === 0) {
-      const image = container.image ?? '';
+    const image = container.image ?? '';
+    const entrypointOf = () => container.command ?? this.options.images[image];
+    let backOffMs = this.options.pullBackOffMs ?? 200;
+    const maxBackOffMs = backOffMs * 8;
+    while (!entrypointOf()?.length) {
+      if (this.closed || this.handled.has(`${key}/deleted`)) return;
       await this.patchStatus(namespace, name, {
         containerStatuses: [
           waiting(container, 'ErrImagePull', `failed to pull and unpack image "${image}": not found`),
         ],
       });
       await new Promise((resolve) => setTimeout(resolve, 100));
+      if (this.closed || this.handled.has(`${key}/deleted`)) return;
       await this.patchStatus(namespace, name, {
         containerStatuses: [waiting(container, 'ImagePullBackOff', `Back-off pulling image "${image}"`)],
       });
-      return;
+      await new Promise((resolve) => setTimeout(resolve, backOffMs));
+      backOffMs = Math.min(backOffMs * 2, maxBackOffMs);
     }
+    const entrypoint = entrypointOf()!;
     const env = await this.containerEnv(namespace, container);
     if (typeof env === 'string') {
       await this.patchStatus(namespace, name, {

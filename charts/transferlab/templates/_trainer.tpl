@@ -68,6 +68,10 @@ pull secrets, node selector, tolerations, affinity, labels, env, volumes) travel
   value: {{ $t.terminationGracePeriodSeconds | quote }}
 - name: TRANSFERLAB_K8S_PENDING_TIMEOUT_SECONDS
   value: {{ $t.pendingTimeoutSeconds | quote }}
+- name: TRANSFERLAB_K8S_QUEUE_TIMEOUT_SECONDS
+  value: {{ $t.queueTimeoutSeconds | default 0 | quote }}
+- name: TRANSFERLAB_K8S_IMAGE_PULL_ATTEMPTS
+  value: {{ $t.imagePullAttempts | default 6 | quote }}
 {{- $labels := deepCopy $t.labels }}
 {{- with .Values.kueue.queueName }}
 {{- $_ := set $labels "kueue.x-k8s.io/queue-name" . }}

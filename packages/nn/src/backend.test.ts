@@ -43,7 +43,7 @@ describe('selectBackend', () => {
     vi.stubEnv('TRANSFERLAB_BACKEND', 'tensorflow-gpu');
     const { selectBackend } = await freshBackendModule();
     await expect(selectBackend()).rejects.toThrow(
-      /^TRANSFERLAB_BACKEND=tensorflow-gpu, but @tensorflow\/tfjs-node-gpu could not be loaded: \S/,
+      /^TRANSFERLAB_BACKEND=tensorflow-gpu, but @tensorflow\/tfjs-node-gpu could not be used: \S/,
     );
     vi.stubEnv('TRANSFERLAB_BACKEND', 'cpu');
     expect((await selectBackend()).name).toBe('cpu');
@@ -78,6 +78,12 @@ describe('selectBackend', () => {
     expect(tf.getBackend()).toBe('tensorflow');
     expect(log).toHaveBeenCalledTimes(1);
     expect(await filterGradient()).toEqual([8, 8, 8, 8]);
+    // The real native backend answers the GPU probe: the CPU build, so the check refuses it.
+    const { assertGpuDevice } = await freshBackendModule();
+    const probe = tf.backend() as { isGPUPackage?: boolean; isUsingGpuDevice?: boolean };
+    expect(probe.isGPUPackage).toBe(false);
+    expect(probe.isUsingGpuDevice).toBe(false);
+    expect(() => assertGpuDevice(probe)).toThrow(/the CPU build/);
   });
 
   it('uses wasm when preferred, and wasm computes a conv2d gradient w.r.t. the filter', async () => {
@@ -89,5 +95,22 @@ describe('selectBackend', () => {
     expect(tf.getBackend()).toBe('wasm');
     // Stock tfjs-backend-wasm has no Conv2DBackpropFilter; ours (wasm-conv-gradients.ts) does.
     expect(await filterGradient()).toEqual([8, 8, 8, 8]);
+  });
+});
+
+describe('assertGpuDevice: the tensorflow-gpu backend refuses to train without a GPU', () => {
+  // There is no GPU here: the probe tfjs-node's backend gives is injected.
+  it('passes when TensorFlow registered a GPU device', async () => {
+    const { assertGpuDevice } = await freshBackendModule();
+    expect(() => assertGpuDevice({ isGPUPackage: true, isUsingGpuDevice: true })).not.toThrow();
+  });
+
+  it('fails clearly, saying what to check, when it did not', async () => {
+    const { assertGpuDevice } = await freshBackendModule();
+    expect(() => assertGpuDevice({ isGPUPackage: true, isUsingGpuDevice: false })).toThrow(
+      /@tensorflow\/tfjs-node-gpu loaded, but TensorFlow registered no GPU device.*nvidia\.com\/gpu.*runtimeClassName.*CUDA/,
+    );
+    expect(() => assertGpuDevice({ isGPUPackage: false, isUsingGpuDevice: false })).toThrow(/the CPU build/);
+    expect(() => assertGpuDevice({})).toThrow(/registered no GPU device/);
   });
 });

@@ -57,10 +57,9 @@ async function choose(options: SelectBackendOptions): Promise<BackendChoice> {
     try {
       await activate(forced);
     } catch (error) {
-      throw new Error(
-        `${BACKEND_ENV_VAR}=${forced}, but ${PACKAGES[forced]} could not be loaded: ${firstLine(error)}`,
-        { cause: error },
-      );
+      throw new Error(`${BACKEND_ENV_VAR}=${forced}, but ${PACKAGES[forced]} could not be used: ${firstLine(error)}`, {
+        cause: error,
+      });
     }
     choice = { name: forced, tfBackend: tf.getBackend(), reason: `forced by ${BACKEND_ENV_VAR}=${forced}` };
   } else {
@@ -139,6 +138,32 @@ async function activate(name: BackendName): Promise<void> {
   if (tf.getBackend() !== tfBackend) {
     throw new Error(`asked tfjs-core for backend '${tfBackend}' but it reports '${tf.getBackend()}'`);
   }
+  // tfjs-node-gpu loads without a GPU and then runs every op on the CPU, silently: a GPU pod
+  // that trains at CPU speed. Refuse it (automatic selection passes over to the next backend).
+  if (name === 'tensorflow-gpu') assertGpuDevice(tf.backend() as NativeDeviceProbe);
+}
+
+/**
+ * What tfjs-node's backend (NodeJSKernelBackend) says of its devices: `isUsingGpuDevice` is
+ * libtensorflow's answer to whether it registered a GPU device at start-up.
+ */
+export interface NativeDeviceProbe {
+  isGPUPackage?: boolean;
+  isUsingGpuDevice?: boolean;
+}
+
+/** Throws, saying what to check, unless TensorFlow registered a GPU device. */
+export function assertGpuDevice(probe: NativeDeviceProbe): void {
+  if (probe.isUsingGpuDevice === true) return;
+  const what =
+    probe.isGPUPackage === false
+      ? 'the loaded TensorFlow is the CPU build'
+      : 'TensorFlow registered no GPU device (it would run every op on the CPU)';
+  throw new Error(
+    `${PACKAGES['tensorflow-gpu']} loaded, but ${what}: check that the pod requests nvidia.com/gpu, runs with the ` +
+      "NVIDIA container runtime (the chart's trainer.runtimeClassName), and that the node's driver supports the " +
+      'CUDA and cuDNN libtensorflow was built for (libtensorflow 2.9: CUDA 11.2, cuDNN 8.1)',
+  );
 }
 
 async function importNative(specifier: string): Promise<void> {

@@ -3,8 +3,10 @@
  * attribute names of spans and metrics. Recording code, the Grafana dashboards
  * (deploy/grafana/dashboards.ts) and the Prometheus rules all take their names from here.
  *
- * Metric labels are bounded: a sweep has a known set of cells, and arm, n, seed and state take
- * few values. Cell ids, subjects and error texts go on spans, never on metrics.
+ * Metric labels are bounded: a sweep has a known set of cells, and arm, n, seed, state and
+ * backend take few values. Cell ids, subjects and error texts go on spans, never on metrics.
+ * Histograms never carry the sweep id: a histogram's series live as long as the process, and
+ * sweep ids grow without end; the per-cell gauges that carry it are dropped when the cell ends.
  *
  * Instrument names carry their unit (`_seconds`, `_bytes`) because the Prometheus exporter
  * turns dots into underscores and adds no unit suffix: `transferlab.cell.duration_seconds` is
@@ -22,6 +24,8 @@ export const LABELS = {
   seed: 'seed',
   /** A cell state: pending, transplanting, training, evaluating, succeeded, failed, blocked, cancelled. */
   state: 'state',
+  /** The trainer's compute backend: tensorflow-gpu, tensorflow, wasm or cpu (packages/nn/src/backend.ts). */
+  backend: 'backend',
   /** Set by the scrape configuration (a ServiceMonitor sets it to the Kubernetes Service), not by the services. */
   service: 'service',
 } as const;
@@ -62,6 +66,7 @@ export function prometheusName(metric: MetricSpec): string {
 }
 
 const CELL_LABELS = [LABELS.sweep, LABELS.arm, LABELS.n, LABELS.seed] as const;
+const TRAINING_LABELS = [...CELL_LABELS, LABELS.backend] as const;
 
 export const METRICS = {
   /** From the controller: every cell of every sweep it drives, by state. */
@@ -86,7 +91,7 @@ export const METRICS = {
     kind: 'histogram',
     unit: 's',
     description: 'Wall time of a cell from its first attempt to succeeded or failed, retries included',
-    labels: [LABELS.sweep, LABELS.arm, LABELS.state],
+    labels: [LABELS.arm, LABELS.state],
     buckets: [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14_400, 28_800, 86_400, 259_200, 864_000],
   },
   /** From the controller: the paper's score of each finished cell (reused ones included): Figure 2's points. */
@@ -103,7 +108,7 @@ export const METRICS = {
     kind: 'gauge',
     unit: '1',
     description: 'Training loss of the latest batch, per running cell',
-    labels: CELL_LABELS,
+    labels: TRAINING_LABELS,
   },
   /** From the trainer, per running cell: validation top-1 after the latest epoch. */
   validationTop1: {
@@ -111,7 +116,7 @@ export const METRICS = {
     kind: 'gauge',
     unit: '1',
     description: 'Validation top-1 accuracy after the latest epoch, per running cell',
-    labels: CELL_LABELS,
+    labels: TRAINING_LABELS,
   },
   /** From the trainer, per running cell. */
   imagesPerSecond: {
@@ -119,7 +124,7 @@ export const METRICS = {
     kind: 'gauge',
     unit: '{image}/s',
     description: 'Training throughput of the latest batch, per running cell',
-    labels: CELL_LABELS,
+    labels: TRAINING_LABELS,
   },
   /** From the trainer: one observation per epoch (training and validation). */
   epochDuration: {
@@ -127,7 +132,7 @@ export const METRICS = {
     kind: 'histogram',
     unit: 's',
     description: 'Time of one training epoch, its validation included',
-    labels: [LABELS.sweep, LABELS.arm],
+    labels: [LABELS.arm, LABELS.backend],
     buckets: [1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600],
   },
   /** From the trainer: each checkpoint written (resumable ones and the final net). */
@@ -136,7 +141,7 @@ export const METRICS = {
     kind: 'histogram',
     unit: 'By',
     description: 'Bytes of one checkpoint written to the object store',
-    labels: [LABELS.sweep, LABELS.arm],
+    labels: [LABELS.arm, LABELS.backend],
     // 64 KiB .. 16 GiB, times 4.
     buckets: Array.from({ length: 10 }, (_, i) => 2 ** (16 + 2 * i)),
   },
@@ -145,7 +150,7 @@ export const METRICS = {
     kind: 'histogram',
     unit: 's',
     description: 'Time to serialize and store one checkpoint',
-    labels: [LABELS.sweep, LABELS.arm],
+    labels: [LABELS.arm, LABELS.backend],
     buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
   },
   /** From every gRPC server: one observation per call of our services (health and reflection excluded). */

@@ -84,7 +84,8 @@ export class SweepMetrics {
 
   cellFinished(sweepId: string, cell: CellLike, state: 'succeeded' | 'failed', seconds: number): void {
     if (!Number.isFinite(seconds) || seconds < 0) return;
-    this.duration.record(seconds, { [LABELS.sweep]: sweepId, [LABELS.arm]: cell.arm, [LABELS.state]: state });
+    // No sweep id: a histogram's series outlive any sweep (see telemetry-attributes.ts).
+    this.duration.record(seconds, { [LABELS.arm]: cell.arm, [LABELS.state]: state });
   }
 
   cellScore(sweepId: string, cell: CellLike, score: number): void {
@@ -139,10 +140,13 @@ export class TrainingMetrics {
     this.checkpointDuration = histogram(meter, METRICS.checkpointDuration);
   }
 
-  /** A recorder for one run of a cell; sweepId '' (a run outside any sweep) is labelled `none`. */
-  cell(sweepId: string, cell: CellLike): CellTrainingRecorder {
-    const labels = cellLabels(sweepId || 'none', cell);
-    const short = { [LABELS.sweep]: labels[LABELS.sweep]!, [LABELS.arm]: cell.arm };
+  /**
+   * A recorder for one run of a cell on a compute backend (tensorflow-gpu, tensorflow, wasm,
+   * cpu); sweepId '' (a run outside any sweep) is labelled `none`.
+   */
+  cell(sweepId: string, cell: CellLike, backend: string): CellTrainingRecorder {
+    const labels = { ...cellLabels(sweepId || 'none', cell), [LABELS.backend]: backend };
+    const short = { [LABELS.arm]: cell.arm, [LABELS.backend]: backend };
     return {
       progress: (report) => {
         if (report.loss !== undefined) this.loss.set(labels, report.loss);

@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { callUnary } from './grpc/client.ts';
@@ -8,7 +9,7 @@ import { cellProgressSubject } from './subjects.ts';
 import { PROM } from './telemetry-attributes.ts';
 import { currentTraceparent, withSpan } from './telemetry-context.ts';
 import { SweepMetrics, TrainingMetrics } from './telemetry-instruments.ts';
-import { type Telemetry, startTelemetry } from './telemetry.ts';
+import { type Telemetry, serviceInstanceId, startTelemetry } from './telemetry.ts';
 
 const json = {
   serialize: (value: unknown) => Buffer.from(JSON.stringify(value)),
@@ -70,26 +71,29 @@ describe('telemetry', () => {
     sweep.cellCounts('s1', { pending: 2, training: 1 });
     sweep.cellFinished('s1', cell, 'succeeded', 42);
     sweep.cellScore('s1', { arm: 'baseB', seed: 1 }, 0.61);
-    const run = training.cell('s1', cell);
+    const run = training.cell('s1', cell, 'wasm');
     run.progress({ loss: 1.5, imagesPerSecond: 90 });
     run.progress({ valTop1: 0.4, epochDone: true, epochSeconds: 12 });
     run.checkpoint({ bytes: 3_000_000, seconds: 0.2 });
 
     let text = await scrape();
     expect(text).toContain(`${PROM.cells}{sweep="s1",state="pending"} 2`);
-    expect(text).toContain(`${PROM.cellDuration}_bucket{sweep="s1",arm="AnB+",state="succeeded",le="60"} 1`);
+    expect(text).toContain(`${PROM.cellDuration}_bucket{arm="AnB+",state="succeeded",le="60"} 1`);
     expect(text).toContain(`${PROM.cellScore}{sweep="s1",arm="baseB",n="0",seed="1"} 0.61`);
-    expect(text).toContain(`${PROM.trainingLoss}{sweep="s1",arm="AnB+",n="3",seed="1"} 1.5`);
-    expect(text).toContain(`${PROM.validationTop1}{sweep="s1",arm="AnB+",n="3",seed="1"} 0.4`);
-    expect(text).toContain(`${PROM.imagesPerSecond}{sweep="s1",arm="AnB+",n="3",seed="1"} 90`);
-    expect(text).toContain(`${PROM.epochDuration}_count{sweep="s1",arm="AnB+"} 1`);
-    expect(text).toContain(`${PROM.checkpointSize}_sum{sweep="s1",arm="AnB+"} 3000000`);
+    expect(text).toContain(`${PROM.trainingLoss}{sweep="s1",arm="AnB+",n="3",seed="1",backend="wasm"} 1.5`);
+    expect(text).toContain(`${PROM.validationTop1}{sweep="s1",arm="AnB+",n="3",seed="1",backend="wasm"} 0.4`);
+    expect(text).toContain(`${PROM.imagesPerSecond}{sweep="s1",arm="AnB+",n="3",seed="1",backend="wasm"} 90`);
+    expect(text).toContain(`${PROM.epochDuration}_count{arm="AnB+",backend="wasm"} 1`);
+    expect(text).toContain(`${PROM.checkpointSize}_sum{arm="AnB+",backend="wasm"} 3000000`);
     expect(text).toContain('target_info{');
+    // Every process says which one it is: hostname-pid here, the pod's name in a pod.
+    expect(text).toContain(`service_instance_id="${hostname()}-${process.pid}"`);
+    expect(serviceInstanceId({ KUBERNETES_SERVICE_HOST: '10.0.0.1' })).toBe(hostname());
 
     run.end();
     text = await scrape();
     expect(text).not.toContain(`${PROM.trainingLoss}{`);
-    expect(text).toContain(`${PROM.checkpointDuration}_count{sweep="s1",arm="AnB+"} 1`);
+    expect(text).toContain(`${PROM.checkpointDuration}_count{arm="AnB+",backend="wasm"} 1`);
   });
 
   it('waits for the next scrape once something scrapes the endpoint', async () => {

@@ -16,6 +16,7 @@
  */
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
 import { type Meter, type Tracer, context, metrics, propagation, trace } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
@@ -33,6 +34,8 @@ import {
 } from '@opentelemetry/sdk-metrics';
 import { BatchSpanProcessor, NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
+// Still "incubating" in the semantic conventions package: its stable entry point lacks it.
+const ATTR_SERVICE_INSTANCE_ID = 'service.instance.id';
 import { INSTRUMENTATION_SCOPE } from './telemetry-context.ts';
 
 export const DEFAULT_METRICS_PORT = 9464;
@@ -102,9 +105,11 @@ export async function startTelemetry(options: TelemetryOptions): Promise<Telemet
   const otlpTraces = Boolean(otlp || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
   const otlpMetrics = Boolean(otlp || env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT);
 
-  const resource = detectResources({ detectors: [envDetector] }).merge(
-    resourceFromAttributes({ [ATTR_SERVICE_NAME]: options.service, 'service.namespace': 'transferlab' }),
-  );
+  // service.instance.id tells apart the processes of one service (two trainers, a restarted
+  // controller): OTEL_RESOURCE_ATTRIBUTES wins over ours.
+  const resource = resourceFromAttributes({ [ATTR_SERVICE_INSTANCE_ID]: serviceInstanceId(env) })
+    .merge(detectResources({ detectors: [envDetector] }))
+    .merge(resourceFromAttributes({ [ATTR_SERVICE_NAME]: options.service, 'service.namespace': 'transferlab' }));
 
   const tracerProvider = new NodeTracerProvider({
     resource,
@@ -224,6 +229,14 @@ export async function startTelemetry(options: TelemetryOptions): Promise<Telemet
   };
   active = telemetry;
   return telemetry;
+}
+
+/**
+ * This process among its service's: in a pod, the pod's name (its hostname; one transferlab
+ * process per pod), else hostname and PID (several trainer processes share a machine).
+ */
+export function serviceInstanceId(env: NodeJS.ProcessEnv = process.env): string {
+  return env.KUBERNETES_SERVICE_HOST ? hostname() : `${hostname()}-${process.pid}`;
 }
 
 function disableGlobals(): void {

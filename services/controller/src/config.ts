@@ -37,7 +37,11 @@ export const controllerConfig = {
   splitterAddr: address.default('127.0.0.1:50061'),
   transplanterAddr: address.default('127.0.0.1:50062'),
   evaluatorAddr: address.default('127.0.0.1:50063'),
-  /** Trainer processes at once, and so cells training at once across all sweeps. Default: one per core. */
+  /**
+   * Trainer processes at once, and so cells training at once across all sweeps. Default: one per
+   * core. With the kubernetes executor, a cap kept in the sweeps' KV bucket (trainer slots), so
+   * it holds across sweeps and controller restarts.
+   */
   maxTrainers: positiveInt.default(Math.max(1, availableParallelism())),
   /** Attempts per cell, each resuming from the cell's last checkpoint. */
   maxAttempts: positiveInt.default(3),
@@ -84,8 +88,12 @@ export const controllerConfig = {
   k8sActiveDeadlineSeconds: nonNegativeInt.optional(),
   k8sTtlSecondsAfterFinished: nonNegativeInt.optional(),
   k8sTerminationGracePeriodSeconds: nonNegativeInt.optional(),
-  /** How long a trainer may wait to start (no free GPU, image pull) before its cell fails. */
+  /** How long a trainer may be stuck starting (container config, image pull, a refused pod) before its cell fails. */
   k8sPendingTimeoutSeconds: positiveInt.default(1800),
+  /** How long a trainer may stay queued (no node with a free GPU, a used-up quota) before its cell fails; 0: no limit. */
+  k8sQueueTimeoutSeconds: nonNegativeInt.default(0),
+  /** Failed pulls of the trainer image (the kubelet backs off between them) before the cell fails. */
+  k8sImagePullAttempts: positiveInt.default(6),
   /** JSON maps: extra labels and annotations of every trainer Job and pod (e.g. Kueue's queue-name label). */
   k8sLabels: json(z.record(z.string(), z.string())).optional(),
   k8sAnnotations: json(z.record(z.string(), z.string())).optional(),

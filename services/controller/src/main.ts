@@ -57,6 +57,8 @@ async function main(): Promise<void> {
       ? new KubernetesExecutor({
           settings: jobSettings,
           pendingTimeoutMs: config.k8sPendingTimeoutSeconds * 1000,
+          queueTimeoutMs: config.k8sQueueTimeoutSeconds * 1000,
+          imagePullAttempts: config.k8sImagePullAttempts,
           onStatus: (cellId, status) => log.info({ cellId, ...status }, 'trainer status'),
           log: (message, fields) => log.info(fields ?? {}, message),
         })
@@ -72,6 +74,9 @@ async function main(): Promise<void> {
     executor,
     log: (message, fields) => log.warn(fields ?? {}, message),
     metrics: new SweepMetrics(telemetry.meter),
+    // Trainer Jobs outlive this process: the cap on them is kept in KV. Trainer processes are
+    // capped by the ProcessExecutor itself.
+    ...(executor instanceof KubernetesExecutor ? { trainerCap: config.maxTrainers } : {}),
   });
   const shutdown = new AbortController();
   const service = createServer({
@@ -98,8 +103,9 @@ async function main(): Promise<void> {
     server.health.setStatus(SERVICE_NAME, 'NOT_SERVING');
     server.health.setStatus('', 'NOT_SERVING');
     shutdown.abort(); // open WatchSweep streams end with UNAVAILABLE
-    if (executor instanceof KubernetesExecutor) executor.detach(); // trainer Jobs run on: the next controller adopts them
-    await controller.close(); // trainer processes checkpoint and stop; KV keeps every sweep for the next start
+    // Trainer Jobs run on (with their cell leases and trainer slots) for the next controller to
+    // adopt; trainer processes checkpoint and stop. KV keeps every sweep for the next start.
+    await controller.close({ detach: true });
     await server.shutdown();
     steps.close();
     await bus.close();

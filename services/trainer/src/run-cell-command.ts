@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import type { Cell } from '@transferlab/experiment';
 import { type Bus, type Logger, type ObjectStore, type TrainingMetrics, token } from '@transferlab/platform';
+import { selectBackend } from '@transferlab/nn';
 import { type CellProgress, cellKeys, getJson, trainCell } from '@transferlab/runner';
 import { CellEvents, runnerLog, throttleProgress } from './cell-events.ts';
 import { checkpointRefAt } from './stored-run.ts';
@@ -117,7 +118,8 @@ export async function runCellCommand(args: RunCellArgs, deps: RunCellDeps): Prom
     intervalMs: deps.progressIntervalMs ?? 500,
   });
   // Metrics see every report, the bus a throttled few. The process is the run: its gauges go with it.
-  const recorder = deps.metrics?.cell(args.sweepId, cell);
+  // The backend is a label of every training metric; trainCell selects the same one (once per process).
+  const recorder = deps.metrics?.cell(args.sweepId, cell, (await selectBackend({ log: runnerLog(log) })).name);
   const progress = (report: CellProgress): void => {
     recorder?.progress(report);
     publish(report);

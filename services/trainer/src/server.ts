@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { manifestKey } from '@transferlab/data';
 import type { Cell } from '@transferlab/experiment';
+import { selectBackend } from '@transferlab/nn';
 import {
   type Bus,
   type CellTrainingRecorder,
@@ -174,7 +175,8 @@ export class Trainer {
       updatedAt: new Date(),
     });
     const events = sweepId ? new CellEvents(this.deps.bus, { sweepId, cellId: cell.id, attempt }, { log }) : undefined;
-    const recorder = this.deps.metrics?.cell(sweepId, cell);
+    // The backend labels every training metric; trainCell selects the same one (once per process).
+    const recorder = this.deps.metrics?.cell(sweepId, cell, (await selectBackend()).name);
     active.recorder = recorder;
     const publish = throttleProgress(
       (report: CellProgress) => {

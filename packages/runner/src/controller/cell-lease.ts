@@ -11,6 +11,8 @@ export interface CellLease {
   /** `<controller instance>/<sweep id>`: who trains the cell. */
   holder: string;
   sweepId: string;
+  /** The cell it is held for: on a trainer slot (trainer-slots.ts), which cell holds the slot. */
+  cellId?: string;
   /** Epoch milliseconds; 0 once released. */
   expiresAt: number;
 }
@@ -24,6 +26,11 @@ export interface LeaseOptions {
   ttlMs?: number;
   /** How often a waiting sweep looks again. Default 2 s. */
   pollMs?: number;
+  /**
+   * How long a lease kept over a controller restart (`HeldLease.keep`) stays held for the next
+   * controller to adopt. Default 15 minutes: a rolling update, not a controller gone for good.
+   */
+  handoverMs?: number;
   now?: () => number;
 }
 
@@ -31,9 +38,15 @@ export interface HeldLease {
   /** Aborted if the lease was lost (this holder stalled past its expiry and another took it). */
   lost: AbortSignal;
   release(): Promise<void>;
+  /**
+   * Stops renewing but leaves the lease held for `handoverMs`: the controller shuts down while
+   * its trainer runs on (a Kubernetes Job), and the next controller, resuming the same sweep,
+   * adopts the lease at once; anyone else waits.
+   */
+  keep(): Promise<void>;
 }
 
-const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
+export const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
   new Promise((resolve) => {
     const timer = setTimeout(done, ms);
     function done(): void {
@@ -44,64 +57,63 @@ const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
     signal.addEventListener('abort', done);
   });
 
-export class CellLeases {
-  private readonly ttlMs: number;
-  private readonly pollMs: number;
+/**
+ * Leases on KV keys, taken by compare-and-set, renewed while held: the engine of the per-cell
+ * leases below and of the trainer slots (trainer-slots.ts).
+ */
+export class KvLeases {
+  readonly ttlMs: number;
+  readonly pollMs: number;
+  private readonly handoverMs: number;
   private readonly now: () => number;
 
   constructor(
-    private readonly kv: () => Promise<KeyValueStore>,
+    readonly kv: () => Promise<KeyValueStore>,
     /** This controller's instance id: a lease it holds names it. */
-    private readonly instance: string,
+    readonly instance: string,
     options: LeaseOptions = {},
   ) {
     this.ttlMs = options.ttlMs ?? 60_000;
     this.pollMs = options.pollMs ?? 2000;
+    this.handoverMs = options.handoverMs ?? 15 * 60_000;
     this.now = options.now ?? Date.now;
   }
 
-  /**
-   * Waits until this sweep holds the cell's lease, or the signal aborts (undefined). `onWait`
-   * hears once who holds it meanwhile, so the cell can say why it does not start.
-   */
-  async acquire(
-    cellId: string,
-    sweepId: string,
-    options: { signal: AbortSignal; onWait?: (holder: CellLease) => void },
-  ): Promise<HeldLease | undefined> {
-    const kv = await this.kv();
-    const key = leaseKey(cellId);
-    const holder = `${this.instance}/${sweepId}`;
-    const fresh = (): CellLease => ({ holder, sweepId, expiresAt: this.now() + this.ttlMs });
-    let told = false;
-    while (!options.signal.aborted) {
-      let revision: number | undefined;
-      try {
-        const current = await kv.getJson<CellLease>(key);
-        if (!current) {
-          revision = await kv.createJson(key, fresh());
-        } else if (this.free(current.value, sweepId, holder)) {
-          revision = await kv.updateJson(key, fresh(), current.revision);
-        } else if (!told) {
-          told = true;
-          options.onWait?.(current.value);
-        }
-      } catch (error) {
-        // Another sweep took it between our read and write: wait like any other time.
-        if (!(error instanceof RevisionMismatchError)) throw error;
-      }
-      if (revision !== undefined) return this.hold(kv, key, fresh(), revision);
-      await sleep(this.pollMs, options.signal);
-    }
-    return undefined;
+  /** The lease at `key` now, or undefined when there is none. */
+  async read(key: string): Promise<{ value: CellLease; revision: number } | undefined> {
+    return (await this.kv()).getJson<CellLease>(key);
   }
 
   /**
-   * Released, expired, or left by an earlier run of this very sweep (a controller that restarted
-   * resumes its sweeps; the lease of its previous life must not make it wait a TTL).
+   * One try: takes the lease at `key` when it is free for this claim (see `free`), else returns
+   * undefined. A compare-and-set lost to another taker counts as not free.
    */
-  private free(lease: CellLease, sweepId: string, holder: string): boolean {
-    return lease.expiresAt <= this.now() || (lease.sweepId === sweepId && lease.holder !== holder);
+  async tryTake(key: string, claim: { sweepId: string; cellId: string }): Promise<HeldLease | undefined> {
+    const kv = await this.kv();
+    const holder = `${this.instance}/${claim.sweepId}`;
+    const fresh = (): CellLease => ({ holder, ...claim, expiresAt: this.now() + this.ttlMs });
+    try {
+      const current = await kv.getJson<CellLease>(key);
+      let revision: number | undefined;
+      if (!current) revision = await kv.createJson(key, fresh());
+      else if (this.free(current.value, claim)) revision = await kv.updateJson(key, fresh(), current.revision);
+      return revision === undefined ? undefined : this.hold(kv, key, fresh(), revision);
+    } catch (error) {
+      if (error instanceof RevisionMismatchError) return undefined;
+      throw error;
+    }
+  }
+
+  /**
+   * Released, expired, or left by an earlier run of this very sweep and cell (a controller that
+   * restarted resumes its sweeps; the lease of its previous life must not make it wait).
+   */
+  free(lease: CellLease, claim: { sweepId: string; cellId: string }): boolean {
+    const holder = `${this.instance}/${claim.sweepId}`;
+    return (
+      lease.expiresAt <= this.now() ||
+      (lease.sweepId === claim.sweepId && (lease.cellId ?? claim.cellId) === claim.cellId && lease.holder !== holder)
+    );
   }
 
   private hold(kv: KeyValueStore, key: string, lease: CellLease, revision: number): HeldLease {
@@ -122,15 +134,54 @@ export class CellLeases {
     };
     const timer = setInterval(renew, Math.max(1, Math.floor(this.ttlMs / 3)));
     timer.unref();
+    // By compare-and-set: a lease someone else holds by now is never touched.
+    const settle = async (expiresAt: number): Promise<void> => {
+      clearInterval(timer);
+      await renewing;
+      if (lost.signal.aborted) return;
+      await kv.updateJson(key, { ...lease, expiresAt }, current).catch(() => undefined);
+    };
     return {
       lost: lost.signal,
-      release: async () => {
-        clearInterval(timer);
-        await renewing;
-        if (lost.signal.aborted) return;
-        // Released by compare-and-set: a lease someone else holds by now is never touched.
-        await kv.updateJson(key, { ...lease, expiresAt: 0 }, current).catch(() => undefined);
-      },
+      release: () => settle(0),
+      keep: () => settle(this.now() + this.handoverMs),
     };
+  }
+}
+
+/**
+ * One holder per cell id at a time, across sweeps and controllers (see the top of this file).
+ */
+export class CellLeases {
+  private readonly leases: KvLeases;
+
+  constructor(kv: () => Promise<KeyValueStore>, instance: string, options: LeaseOptions = {}) {
+    this.leases = new KvLeases(kv, instance, options);
+  }
+
+  /**
+   * Waits until this sweep holds the cell's lease, or the signal aborts (undefined). `onWait`
+   * hears once who holds it meanwhile, so the cell can say why it does not start.
+   */
+  async acquire(
+    cellId: string,
+    sweepId: string,
+    options: { signal: AbortSignal; onWait?: (holder: CellLease) => void },
+  ): Promise<HeldLease | undefined> {
+    const key = leaseKey(cellId);
+    let told = false;
+    while (!options.signal.aborted) {
+      const held = await this.leases.tryTake(key, { sweepId, cellId });
+      if (held) return held;
+      if (!told) {
+        const current = await this.leases.read(key);
+        if (current) {
+          told = true;
+          options.onWait?.(current.value);
+        }
+      }
+      await sleep(this.leases.pollMs, options.signal);
+    }
+    return undefined;
   }
 }

@@ -12,6 +12,7 @@ import {
   Watch,
 } from '@kubernetes/client-node';
 import type { Cell } from '@transferlab/experiment';
+import { currentTraceparent } from '@transferlab/platform';
 import {
   ANNOTATIONS,
   LABELS,
@@ -32,11 +33,19 @@ export interface TrainerStatus {
   jobName: string;
   /**
    * `Pending` (no pod yet, or not started), `Unschedulable` (no node can take it: no free GPU,
-   * placement), a container waiting reason (`ContainerCreating`, `ErrImagePull`,
+   * placement), `FailedCreate` (the Job controller cannot create the pod: a ResourceQuota, an
+   * admission webhook), `Suspended` (a queue such as Kueue holds the Job), a container waiting
+   * reason (`ContainerCreating`, `ErrImagePull`, `ImagePullBackOff`,
    * `CreateContainerConfigError`, ...), or `Running`.
    */
   reason: string;
   message: string;
+  /**
+   * The trainer waits its turn for capacity (no node with a free GPU yet, a quota used up, a
+   * queue that has not admitted it): a queued cell, not a stuck one. No time limit applies
+   * unless `queueTimeoutMs` is set.
+   */
+  queued: boolean;
 }
 
 export interface KubernetesExecutorOptions {
@@ -44,10 +53,26 @@ export interface KubernetesExecutorOptions {
   kubeConfig?: KubeConfig;
   settings: TrainerJobSettings;
   /**
-   * How long a trainer may wait to start (unschedulable, image pulling, container config)
-   * before its cell fails; meanwhile `onStatus` says why it waits. Default 30 minutes.
+   * How long a trainer may be stuck starting (container config, image pulling, a pod the Job
+   * controller may not create for another reason than a quota) before its cell fails;
+   * meanwhile `onStatus` says why. Default 30 minutes. A queued trainer (see
+   * `TrainerStatus.queued`) is not stuck: `queueTimeoutMs` applies to it instead.
    */
   pendingTimeoutMs?: number;
+  /**
+   * How long a trainer may stay queued (Unschedulable: no node has a free GPU; FailedCreate
+   * for an exceeded quota) before its cell fails. Default: no limit, the cell waits for
+   * capacity. A Job held suspended by a queue (Kueue) is never timed out here.
+   */
+  queueTimeoutMs?: number;
+  /**
+   * How many failed pulls of the trainer image (ErrImagePull; the kubelet retries between them
+   * with its own back-off, ImagePullBackOff, 10 s doubling up to 5 min) before the cell fails.
+   * Default 6 (about 10 minutes). An invalid image name fails at once.
+   */
+  imagePullAttempts?: number;
+  /** How often to look for the Job controller's FailedCreate events while a Job has no pod. Default 5 s. */
+  eventPollMs?: number;
   /** Every change of a trainer's status (deduplicated). */
   onStatus?: (cellId: string, status: TrainerStatus) => void;
   /** Extra variables for one attempt's trainer, e.g. TRANSFERLAB_TRACEPARENT. */
@@ -83,6 +108,12 @@ interface Run {
   seen: boolean;
   /** The trainer's pod has run: no more pending timeout. */
   started: boolean;
+  /** Failed pulls of the image seen so far (transitions into ErrImagePull). */
+  pullFailures: number;
+  /** The Job controller's latest FailedCreate event, while the Job has no pod. */
+  createFailure?: { message: string; at: number };
+  eventTimer?: NodeJS.Timeout;
+  queueTimer?: NodeJS.Timeout;
   /** The run is being ended (interrupted, or failing): events are no longer looked at. */
   ending: boolean;
   /**
@@ -96,8 +127,10 @@ interface Run {
 }
 
 const JOB_NAME_LABELS = ['batch.kubernetes.io/job-name', 'job-name'];
-/** Image problems the kubelet has already retried: a new Job would meet the same. */
-const IMAGE_FATAL = new Set(['ImagePullBackOff', 'InvalidImageName', 'ErrImageNeverPull']);
+/** Image problems no pull retry can mend. */
+const IMAGE_FATAL = new Set(['InvalidImageName', 'ErrImageNeverPull']);
+/** A pull that failed; the kubelet backs off and tries again. */
+const IMAGE_PULL_RETRIED = new Set(['ErrImagePull', 'ImagePullBackOff']);
 
 /** A Job's state from its conditions: Complete, Failed, or neither yet. */
 export function jobState(job: V1Job): JobState {
@@ -124,8 +157,10 @@ export function inClusterNamespace(): string | undefined {
  * Runs each cell attempt as a Kubernetes Job (`buildTrainerJob`) and turns what the API server
  * shows about the Job and its pod into the outcome: Complete → 'trained'; Failed → a
  * CellRunError whose message says why (deadline, eviction or preemption, OOMKilled, exit code)
- * and whether a retry can help; a pod that cannot start is reported through `onStatus` and fails
- * the cell after `pendingTimeoutMs` (or at once for an image that cannot be pulled).
+ * and whether a retry can help. A trainer waiting for capacity (Unschedulable, an exceeded
+ * quota, a suspended Job) is a queued cell, reported through `onStatus`, with no time limit
+ * unless `queueTimeoutMs` is set; one stuck starting (container config, another FailedCreate)
+ * fails after `pendingTimeoutMs`; image pulls fail after `imagePullAttempts` failed pulls.
  *
  * An abort (cancel) deletes the Job with background propagation, so its pod goes too (SIGTERM:
  * the trainer checkpoints). A Job already there for the same sweep and cell is adopted, not
@@ -138,6 +173,8 @@ export class KubernetesExecutor implements Executor {
   private readonly settings: TrainerJobSettings;
   private readonly namespace: string;
   private readonly pendingTimeoutMs: number;
+  private readonly queueTimeoutMs: number | undefined;
+  private readonly imagePullAttempts: number;
   private readonly runs = new Map<string, Run>();
   private readonly statusListeners: Array<(sweepId: string, cellId: string, status: string) => void> = [];
   private readonly jobs: ResourceWatch<V1Job>;
@@ -150,6 +187,8 @@ export class KubernetesExecutor implements Executor {
     this.settings = options.settings;
     this.namespace = options.settings.namespace;
     this.pendingTimeoutMs = options.pendingTimeoutMs ?? 30 * 60_000;
+    this.queueTimeoutMs = options.queueTimeoutMs || undefined;
+    this.imagePullAttempts = options.imagePullAttempts ?? 6;
     const kubeConfig = options.kubeConfig ?? defaultKubeConfig();
     this.batch = kubeConfig.makeApiClient(BatchV1Api);
     this.core = kubeConfig.makeApiClient(CoreV1Api);
@@ -309,8 +348,19 @@ export class KubernetesExecutor implements Executor {
   }
 
   private async createJob(cell: Cell, sweepId: string, attempt: number): Promise<V1Job> {
-    const env = this.options.envFor?.(cell, { sweepId, attempt });
-    const body = buildTrainerJob(cell, { sweepId, attempt, settings: this.settings, ...(env ? { env } : {}) });
+    // The trainer's spans join the trace of the cell's span (the controller's `cell`), as a
+    // trainer process's do (process-executor.ts).
+    const traceparent = currentTraceparent();
+    const env = {
+      ...(traceparent ? { TRANSFERLAB_TRACEPARENT: traceparent } : {}),
+      ...this.options.envFor?.(cell, { sweepId, attempt }),
+    };
+    const body = buildTrainerJob(cell, {
+      sweepId,
+      attempt,
+      settings: this.settings,
+      ...(Object.keys(env).length > 0 ? { env } : {}),
+    });
     try {
       const job = await this.batch.createNamespacedJob({ namespace: this.namespace, body });
       this.options.log?.('trainer Job created', { cellId: cell.id, job: job.metadata?.name, attempt });
@@ -342,10 +392,13 @@ export class KubernetesExecutor implements Executor {
         seen: false,
         started: false,
         ending: false,
+        pullFailures: 0,
         finish: (outcome) => {
           if (this.runs.get(jobName) !== run) return;
           this.runs.delete(jobName);
           clearTimeout(run.pendingTimer);
+          clearTimeout(run.queueTimer);
+          clearTimeout(run.eventTimer);
           options.signal.removeEventListener('abort', onAbort);
           if (outcome instanceof Error) reject(outcome);
           else resolve(outcome);
@@ -433,44 +486,113 @@ export class KubernetesExecutor implements Executor {
       return;
     }
     const suspended = isSuspended(run.job);
+    const pods = this.podsOf(run.jobName);
+    if (pods.length > 0 || suspended) {
+      run.createFailure = undefined;
+      clearTimeout(run.eventTimer);
+      run.eventTimer = undefined;
+    } else if (!run.eventTimer) {
+      // No pod: the Job controller may be unable to create it; it says why only in an event.
+      this.watchCreateEvents(run);
+    }
     const status = suspended
       ? {
           reason: 'Suspended',
-          message:
-            'queued: its Job is suspended until a queue (e.g. Kueue) admits it; no pending timeout runs meanwhile',
+          message: 'its Job is suspended until a queue (e.g. Kueue) admits it; no timeout runs meanwhile',
+          queued: true,
         }
-      : podStatus(this.podsOf(run.jobName));
+      : pods.length === 0 && run.createFailure
+        ? createFailureStatus(run.createFailure.message)
+        : podStatus(pods);
     if (IMAGE_FATAL.has(status.reason)) {
-      const image = this.settings.image;
-      this.fail(
-        run,
-        `cannot pull its image ${image} (${status.reason}${status.message ? `: ${status.message}` : ''}); ` +
-          "check the trainer image name and tag (the chart's trainer.image, TRANSFERLAB_K8S_TRAINER_IMAGE) and the image pull secrets",
-        false,
-        { deleteJob: true },
-      );
+      this.fail(run, `cannot use its image ${this.settings.image} (${describe(status)}); ${IMAGE_HINT}`, false, {
+        deleteJob: true,
+      });
       return;
+    }
+    if (status.reason === 'ErrImagePull' && run.lastStatus?.reason !== 'ErrImagePull') {
+      run.pullFailures += 1;
+      if (run.pullFailures >= this.imagePullAttempts) {
+        this.fail(
+          run,
+          `cannot pull its image ${this.settings.image}: ${run.pullFailures} pulls failed, the kubelet backing off ` +
+            `between them (${describe(status)}); ${IMAGE_HINT}`,
+          false,
+          { deleteJob: true },
+        );
+        return;
+      }
+    }
+    if (IMAGE_PULL_RETRIED.has(status.reason)) {
+      status.message = `${status.message}${status.message ? ' ' : ''}(failed pulls: ${run.pullFailures} of at most ${this.imagePullAttempts})`;
     }
     this.report(run, status);
     if (status.reason === 'Running') {
       run.started = true;
       clearTimeout(run.pendingTimer);
+      clearTimeout(run.queueTimer);
       run.pendingTimer = undefined;
-    } else if (suspended) {
-      // Queued is not stuck: the pending timeout starts when the queue admits the Job.
+      run.queueTimer = undefined;
+    } else if (status.queued) {
+      // Queued is not stuck: no pending timeout; a queue timeout only when one is set, and never
+      // for a Job a queue (Kueue) holds suspended.
       clearTimeout(run.pendingTimer);
       run.pendingTimer = undefined;
+      if (suspended) {
+        clearTimeout(run.queueTimer);
+        run.queueTimer = undefined;
+      } else if (this.queueTimeoutMs !== undefined && !run.queueTimer) {
+        run.queueTimer = setTimeout(() => this.timedOut(run, this.queueTimeoutMs!, 'queued'), this.queueTimeoutMs);
+      }
     } else if (!run.started && !run.pendingTimer) {
-      run.pendingTimer = setTimeout(() => this.pendingTimedOut(run), this.pendingTimeoutMs);
+      clearTimeout(run.queueTimer);
+      run.queueTimer = undefined;
+      run.pendingTimer = setTimeout(() => this.timedOut(run, this.pendingTimeoutMs, 'pending'), this.pendingTimeoutMs);
     }
   }
 
-  private pendingTimedOut(run: Run): void {
+  /** While the run's Job has no pod: the Job controller's latest FailedCreate event, polled. */
+  private watchCreateEvents(run: Run): void {
+    const poll = async (): Promise<void> => {
+      if (this.runs.get(run.jobName) !== run || run.ending) return;
+      try {
+        const events = await this.core.listNamespacedEvent({
+          namespace: this.namespace,
+          fieldSelector: `involvedObject.kind=Job,involvedObject.name=${run.jobName},reason=FailedCreate`,
+        });
+        const latest = events.items
+          .map((event) => ({
+            message: event.message ?? '',
+            at: new Date(event.lastTimestamp ?? event.eventTime ?? event.metadata?.creationTimestamp ?? 0).getTime(),
+          }))
+          .sort((a, b) => b.at - a.at)[0];
+        if (latest && latest.message !== run.createFailure?.message) {
+          run.createFailure = latest;
+          this.evaluate(run);
+        }
+      } catch (error) {
+        // Reading events is a nicety: a Role without it costs the reason, not the run.
+        this.options.log?.('cannot list the trainer Job’s events', {
+          job: run.jobName,
+          error: describeApiError(error),
+        });
+      }
+      if (this.runs.get(run.jobName) === run && run.eventTimer) {
+        run.eventTimer = setTimeout(() => void poll(), this.options.eventPollMs ?? 5000);
+      }
+    };
+    // Not at once: the Job controller normally makes the pod within a second, and a list per
+    // Job would double the API calls of a large sweep.
+    run.eventTimer = setTimeout(() => void poll(), this.options.eventPollMs ?? 5000);
+  }
+
+  private timedOut(run: Run, limitMs: number, kind: 'queued' | 'pending'): void {
     if (run.ending || run.started) return;
     const last = run.lastStatus;
-    const minutes = Math.round((this.pendingTimeoutMs / 60_000) * 10) / 10;
-    const why = last ? `${last.reason}${last.message ? `: ${last.message}` : ''}` : 'Pending';
-    this.fail(run, `did not start within ${minutes} min (${why}); ${pendingHint(last?.reason, this.settings)}`, false, {
+    const minutes = Math.round((limitMs / 60_000) * 10) / 10;
+    const why = last ? describe(last) : 'Pending';
+    const what = kind === 'queued' ? 'was queued for more than' : 'did not start within';
+    this.fail(run, `${what} ${minutes} min (${why}); ${pendingHint(last?.reason, this.settings)}`, false, {
       deleteJob: true,
     });
   }
@@ -494,12 +616,13 @@ export class KubernetesExecutor implements Executor {
     return new CellRunError(run.cell.id, `${what} ${message}`, retryable);
   }
 
-  private report(run: Run, status: { reason: string; message: string }): void {
+  private report(run: Run, status: { reason: string; message: string; queued: boolean }): void {
     const last = run.lastStatus;
     if (last && last.reason === status.reason && last.message === status.message) return;
     run.lastStatus = { sweepId: run.sweepId, jobName: run.jobName, ...status };
     this.options.onStatus?.(run.cell.id, run.lastStatus);
-    const text = status.message ? `${status.reason}: ${status.message}` : status.reason;
+    // What GetSweep shows on the cell: a queued cell says so first.
+    const text = `${status.queued ? 'queued: ' : ''}${describe(status)}`;
     for (const listener of this.statusListeners) listener(run.sweepId, run.cell.id, text);
   }
 
@@ -616,23 +739,53 @@ function isSuspended(job: V1Job): boolean {
   return (job.status?.conditions ?? []).some((c) => c.type === 'Suspended' && c.status === 'True');
 }
 
+interface PodWait {
+  reason: string;
+  message: string;
+  queued: boolean;
+}
+
 /** Where a trainer's pod stands while its Job is unfinished. */
-function podStatus(pods: V1Pod[]): { reason: string; message: string } {
+function podStatus(pods: V1Pod[]): PodWait {
   const pod = [...pods].sort((a, b) => created(b) - created(a))[0];
-  if (!pod) return { reason: 'Pending', message: 'waiting for the Job controller to create its pod' };
+  if (!pod) return { reason: 'Pending', message: 'waiting for the Job controller to create its pod', queued: false };
   const phase = pod.status?.phase;
   if (phase === 'Running' || phase === 'Succeeded' || phase === 'Failed') {
-    return { reason: 'Running', message: `pod ${pod.metadata?.name} ${phase === 'Running' ? 'is running' : 'ended'}` };
+    return {
+      reason: 'Running',
+      message: `pod ${pod.metadata?.name} ${phase === 'Running' ? 'is running' : 'ended'}`,
+      queued: false,
+    };
   }
+  // The scheduler's verdict (PodScheduled=False, reason Unschedulable): no node has room for it
+  // now, typically no free GPU; it places the pod when one frees or a node joins.
   const scheduled = pod.status?.conditions?.find((c) => c.type === 'PodScheduled');
   if (scheduled?.status === 'False') {
-    return { reason: scheduled.reason ?? 'Unschedulable', message: scheduled.message ?? '' };
+    const reason = scheduled.reason ?? 'Unschedulable';
+    return { reason, message: scheduled.message ?? '', queued: reason === 'Unschedulable' };
   }
   const container = pod.status?.containerStatuses?.find((c) => c.name === TRAINER_CONTAINER);
   const waiting = container?.state?.waiting;
-  if (waiting?.reason) return { reason: waiting.reason, message: waiting.message ?? '' };
-  return { reason: 'Pending', message: `pod ${pod.metadata?.name} is starting` };
+  if (waiting?.reason) return { reason: waiting.reason, message: waiting.message ?? '', queued: false };
+  return { reason: 'Pending', message: `pod ${pod.metadata?.name} is starting`, queued: false };
 }
+
+/**
+ * The Job controller could not create the pod. A ResourceQuota that is used up frees when other
+ * pods end, and the Job controller keeps trying: queued. Anything else (an admission webhook,
+ * Pod Security) is a configuration problem under the pending timeout.
+ */
+function createFailureStatus(message: string): PodWait {
+  return { reason: 'FailedCreate', message, queued: /exceeded quota/i.test(message) };
+}
+
+function describe(status: { reason: string; message: string }): string {
+  return status.message ? `${status.reason}: ${status.message}` : status.reason;
+}
+
+const IMAGE_HINT =
+  "check the trainer image name and tag (the chart's trainer.image, TRANSFERLAB_K8S_TRAINER_IMAGE), that the " +
+  'registry is reachable from the nodes, and the image pull secrets';
 
 function pendingHint(reason: string | undefined, settings: TrainerJobSettings): string {
   switch (reason) {
@@ -640,11 +793,17 @@ function pendingHint(reason: string | undefined, settings: TrainerJobSettings): 
       return (
         `no node could take it: it asks for ${settings.gpus} ${settings.gpuResource ?? 'nvidia.com/gpu'}` +
         `${settings.nodeSelector ? ' with a nodeSelector' : ''}${settings.tolerations ? ' and tolerations' : ''}; ` +
-        'free GPUs, check the placement settings, or raise TRANSFERLAB_K8S_PENDING_TIMEOUT_SECONDS to wait longer'
+        'free GPUs, check the placement settings, or raise TRANSFERLAB_K8S_QUEUE_TIMEOUT_SECONDS (0: no limit) to wait longer'
+      );
+    case 'FailedCreate':
+      return (
+        'the Job controller could not create its pod (kubectl describe job shows the events); for a ResourceQuota, ' +
+        'raise it or raise TRANSFERLAB_K8S_QUEUE_TIMEOUT_SECONDS (0: no limit) to wait longer'
       );
     case 'CreateContainerConfigError':
       return `check that ConfigMap ${settings.configMapName}${settings.s3Secret ? ` and Secret ${settings.s3Secret.name}` : ''} exist with the keys the trainer references`;
     case 'ErrImagePull':
+    case 'ImagePullBackOff':
     case 'ContainerCreating':
       return `its image ${settings.image} is still not pulled or started; kubectl describe pod shows why`;
     default:

@@ -42,5 +42,10 @@ export interface Executor {
    * scheduled, an image being pulled), so a user sees it on the cell. Optional.
    */
   onStatus?(listener: (sweepId: string, cellId: string, status: string) => void): void;
+  /**
+   * From now on an abort leaves the trainers running (for the next controller to adopt) instead
+   * of stopping them. Only executors whose trainers outlive the controller have it.
+   */
+  detach?(): void;
   close(): Promise<void>;
 }

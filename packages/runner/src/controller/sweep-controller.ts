@@ -18,6 +18,7 @@ import { readResult } from '../evaluate-cell.ts';
 import type { StoredResult } from '../evaluate-cell.ts';
 import { CellLeases, type LeaseOptions } from './cell-lease.ts';
 import { type CellSteps, type Executor } from './ports.ts';
+import { TrainerSlots } from './trainer-slots.ts';
 import {
   ACTIVE_CELL_STATES,
   type CellRecord,
@@ -37,8 +38,14 @@ export interface ControllerDeps {
   log?: (message: string, fields?: Record<string, unknown>) => void;
   /** Cells by state, queue depth, cell durations and scores; none recorded when absent. */
   metrics?: SweepMetrics;
-  /** The per-cell leases' timing (tests shorten it). */
+  /** The per-cell leases' and trainer slots' timing (tests shorten it). */
   leases?: LeaseOptions;
+  /**
+   * At most this many trainers at once over every sweep of every controller sharing the KV
+   * bucket (TRANSFERLAB_TRAINER_CAP): slots kept in KV (trainer-slots.ts). Default: no cap
+   * beyond each sweep's concurrency (and, for processes, the executor's own limit).
+   */
+  trainerCap?: number;
 }
 
 export interface StartOptions {
@@ -74,9 +81,16 @@ export class SweepController {
   private readonly drivers = new Map<string, { abort: AbortController; done: Promise<void> }>();
   private readonly concurrency = new Map<string, number>();
   private readonly leases: CellLeases;
+  private readonly slots?: TrainerSlots;
+  /** Shutting down with the trainers left running: leases and slots are kept for the next controller. */
+  private detaching = false;
 
   constructor(private readonly deps: ControllerDeps) {
-    this.leases = new CellLeases(() => this.kv(), randomBytes(4).toString('hex'), deps.leases);
+    const instance = randomBytes(4).toString('hex');
+    this.leases = new CellLeases(() => this.kv(), instance, deps.leases);
+    if (deps.trainerCap !== undefined) {
+      this.slots = new TrainerSlots(() => this.kv(), instance, deps.trainerCap, deps.leases);
+    }
     deps.executor.onStatus?.((sweepId, cellId, status) => {
       this.noteStatus(sweepId, cellId, status).catch((error: unknown) =>
         deps.log?.('cannot record a cell status', { sweepId, cellId, error: (error as Error).message }),
@@ -195,8 +209,16 @@ export class SweepController {
     return (await this.get(id))?.sweep;
   }
 
-  /** Stops driving every sweep (running cells are interrupted, their checkpoints kept); KV keeps the state. */
-  async close(): Promise<void> {
+  /**
+   * Stops driving every sweep (running cells are interrupted, their checkpoints kept); KV keeps
+   * the state. `detach`: the trainers run on (an executor that can leave them, i.e. Kubernetes
+   * Jobs) and their cell leases and trainer slots stay held for the next controller to adopt.
+   */
+  async close(options: { detach?: boolean } = {}): Promise<void> {
+    if (options.detach && this.deps.executor.detach) {
+      this.deps.executor.detach();
+      this.detaching = true;
+    }
     for (const driver of this.drivers.values()) driver.abort.abort();
     await Promise.all([...this.drivers.values()].map((driver) => driver.done));
     await this.deps.executor.close();
@@ -307,7 +329,7 @@ export class SweepController {
       if (await reuse()) return;
       await this.runLeasedCell(id, cell, maxAttempts, AbortSignal.any([signal, lease.lost]));
     } finally {
-      await lease.release();
+      await (this.detaching ? lease.keep() : lease.release());
     }
   }
 
@@ -334,7 +356,7 @@ export class SweepController {
         await this.deps.steps.transplant(cell, { sweepId: id });
       }
       await this.setCellState(id, cell.id, 'training');
-      const outcome = await this.deps.executor.run(cell, { sweepId: id, attempt, signal });
+      const outcome = await this.train(id, cell, attempt, signal);
       if (outcome === 'interrupted') return;
       await this.setCellState(id, cell.id, 'evaluating');
       const result = await this.deps.steps.evaluate(cell, { sweepId: id });
@@ -352,6 +374,40 @@ export class SweepController {
         ...(final ? { finishedAt: now() } : {}),
       });
       if (final) this.deps.metrics?.cellFinished(id, cell, 'failed', seconds());
+    }
+  }
+
+  /** The trainer's run, inside a trainer slot when there is a cap. */
+  private async train(
+    id: string,
+    cell: Cell,
+    attempt: number,
+    signal: AbortSignal,
+  ): Promise<'trained' | 'interrupted'> {
+    if (!this.slots) return this.deps.executor.run(cell, { sweepId: id, attempt, signal });
+    const cap = this.slots.cap;
+    let queued = false;
+    const slot = await this.slots.acquire(
+      { sweepId: id, cellId: cell.id },
+      {
+        signal,
+        onWait: (holders) => {
+          queued = true;
+          const sweeps = [...new Set(holders.map((holder) => holder.sweepId))].join(', ');
+          void this.noteStatus(
+            id,
+            cell.id,
+            `queued: all ${cap} trainer slots are taken (TRANSFERLAB_TRAINER_CAP=${cap}; by sweeps ${sweeps})`,
+          ).catch(() => undefined);
+        },
+      },
+    );
+    if (!slot) return 'interrupted';
+    if (queued) await this.updateCell(id, cell.id, (record) => ({ ...record, status: undefined }));
+    try {
+      return await this.deps.executor.run(cell, { sweepId: id, attempt, signal: AbortSignal.any([signal, slot.lost]) });
+    } finally {
+      await (this.detaching ? slot.keep() : slot.release());
     }
   }
 

@@ -6,12 +6,12 @@
 //   TRANSFERLAB_CHECK_GRPC=controller=HOST:PORT,evaluator=HOST:PORT,... node --import tsx deploy/helm-test.ts
 //
 // TRANSFERLAB_CHECK_DEADLINE_SECONDS (default 120): how long each service may take to be SERVING.
-// NATS and S3 come from the services' variables (TRANSFERLAB_NATS_URL, TRANSFERLAB_NATS_USER,
+// TLS (TRANSFERLAB_TLS_*), NATS and S3 come from the services' variables (TRANSFERLAB_NATS_URL, TRANSFERLAB_NATS_USER,
 // TRANSFERLAB_NATS_PASSWORD, TRANSFERLAB_S3_*). Prints one line per check; exit code 1 when any
 // fails. Messages name the check and the address, never a credential.
 import { randomUUID } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
-import { openBus, openStore, waitUntilServing } from '@transferlab/platform';
+import { clientSecurityFromEnv, openBus, openStore, waitUntilServing } from '@transferlab/platform';
 
 export interface CheckResult {
   check: string;
@@ -55,10 +55,12 @@ export async function checkInstall(options: {
   serviceDeadlineMs?: number;
 }): Promise<CheckResult[]> {
   const env = options.env ?? process.env;
+  // With TRANSFERLAB_TLS_CA_FILE (the chart's default) the checks speak TLS, presenting the release's certificate.
+  const security = clientSecurityFromEnv(env);
   const results = await Promise.all(
     options.grpc.map(([name, address]) =>
       attempt(`${name} gRPC health`, async () => {
-        await waitUntilServing(address, options.serviceDeadlineMs ?? 120_000);
+        await waitUntilServing(address, options.serviceDeadlineMs ?? 120_000, { security });
         return `${address} SERVING`;
       }),
     ),

@@ -21,12 +21,13 @@ free_port() { node -e 'const s=require("net").createServer();s.listen(0,"127.0.0
 
 echo "== system packages"
 # The Python gRPC client test needs Debian's protoc, its gRPC plugin and python3-grpcio.
-# tfjs-node's binding is compiled here: g++, make and binutils.
-if ! command -v protoc >/dev/null || ! command -v grpc_python_plugin >/dev/null ||
+# tfjs-node's binding is compiled here: g++, make and binutils. The TLS tests make their
+# certificates with the openssl CLI.
+if ! command -v openssl >/dev/null || ! command -v protoc >/dev/null || ! command -v grpc_python_plugin >/dev/null ||
   ! /usr/bin/python3 -c 'import grpc, google.protobuf' 2>/dev/null ||
   ! command -v g++ >/dev/null || ! command -v make >/dev/null || ! command -v readelf >/dev/null; then
   for attempt in 1 2 3 4 5 6; do
-    if { apt-get update -qq && apt-get install -y -qq protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf g++ make binutils; } >/dev/null 2>&1; then
+    if { apt-get update -qq && apt-get install -y -qq protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf g++ make binutils openssl; } >/dev/null 2>&1; then
       break
     fi
     echo "  apt-get failed (attempt $attempt; another apt may hold the lock): retrying"

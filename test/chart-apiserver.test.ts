@@ -108,20 +108,29 @@ describe.skipIf(!kubeConfig)(`the chart on a real API server (${KUBECONFIG_VARIA
     );
   });
 
-  it('installs with defaults, and an upgrade keeps the generated NATS login', async () => {
+  it('installs with defaults, and an upgrade keeps the generated NATS login, TLS certificate and API token', async () => {
     const chart = join(out, 'chart');
     const install = ['install', 'transferlab', chart, '--namespace', NAMESPACE];
     await run(helm, install, { env: helmEnv(), maxBuffer: 16 * 1024 * 1024 });
     const core = kubeConfig!.makeApiClient(CoreV1Api);
-    const password = async () =>
-      (await core.readNamespacedSecret({ name: 'transferlab-nats-auth', namespace: NAMESPACE })).data?.password;
-    const first = await password();
-    expect(first).toBeTruthy();
+    const generated = async () =>
+      Object.fromEntries(
+        await Promise.all(
+          ['transferlab-nats-auth', 'transferlab-tls', 'transferlab-api-token'].map(async (name) => [
+            name,
+            (await core.readNamespacedSecret({ name, namespace: NAMESPACE })).data,
+          ]),
+        ),
+      ) as Record<string, Record<string, string> | undefined>;
+    const first = await generated();
+    expect(first['transferlab-nats-auth']?.password).toBeTruthy();
+    expect(Object.keys(first['transferlab-tls'] ?? {}).sort()).toEqual(['ca.crt', 'tls.crt', 'tls.key']);
+    expect(first['transferlab-api-token']?.token).toBeTruthy();
     await run(helm, ['upgrade', 'transferlab', chart, '--namespace', NAMESPACE, '--set', 'logLevel=debug'], {
       env: helmEnv(),
       maxBuffer: 16 * 1024 * 1024,
     });
-    expect(await password()).toBe(first);
+    expect(await generated()).toEqual(first);
   }, 120_000);
 
   it("gives the controller's ServiceAccount exactly what it needs, and the trainers' none (RBAC as installed)", async () => {

@@ -15,7 +15,15 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { expandGrid, parseSpec } from '@transferlab/experiment';
-import { loadConfig, openBus } from '@transferlab/platform';
+import {
+  clientSecurityFromEnv,
+  createLogger,
+  healthStatus,
+  loadConfig,
+  openBus,
+  serverSecurityFromEnv,
+  startGrpcServer,
+} from '@transferlab/platform';
 import { buildTrainerJob } from '@transferlab/runner/controller/kubernetes-job';
 import { parseTargets } from '../deploy/helm-test.ts';
 import { type ManifestObject, parseManifests, validateManifests } from '../scripts/validate-manifests.ts';
@@ -43,6 +51,7 @@ const PORTS: Record<(typeof SERVICES)[number], number> = {
   evaluator: 50063,
 };
 const RELEASE = 'transferlab';
+const HEALTH_PORT = 50070;
 const SUBCHARTS = process.env.TRANSFERLAB_SUBCHARTS_DIR ?? join(REPO, '../shared/charts');
 const NAMESPACE = 'transferlab';
 
@@ -79,7 +88,7 @@ interface PodSpec {
   securityContext?: Record<string, unknown>;
   containers: Container[];
   initContainers?: Container[];
-  volumes?: { name: string; emptyDir?: object }[];
+  volumes?: { name: string; emptyDir?: object; secret?: { secretName: string; items?: { key: string }[] } }[];
 }
 
 let out: string;
@@ -411,7 +420,17 @@ describe('the rendered chart', () => {
           }
         }
       }
-      const secrets = byKind(objects, 'Secret');
+      const allSecrets = byKind(objects, 'Secret');
+      // Every values file but external-values.yaml leaves TLS and the API token to the chart's generated Secrets.
+      const generated = file === 'external-values.yaml' ? [] : [`${RELEASE}-api-token`, `${RELEASE}-tls`];
+      expect(
+        allSecrets
+          .map((s) => s.metadata.name)
+          .filter((name) => /-(api-token|tls)$/.test(name))
+          .sort(),
+        file,
+      ).toEqual(generated);
+      const secrets = allSecrets.filter((s) => !generated.includes(s.metadata.name));
       if (BUNDLED.includes(file)) {
         // The generated NATS login, and the Secret the MinIO chart generates for itself.
         expect(secrets.map((s) => s.metadata.name).sort(), file).toEqual([`${RELEASE}-minio`, `${RELEASE}-nats-auth`]);
@@ -458,18 +477,108 @@ describe('the rendered chart', () => {
     }
   });
 
-  it('probes every service with gRPC health checks on its own port', () => {
-    for (const [file, objects] of renders) {
+  it('probes every service with gRPC health checks: on the plaintext health port with TLS, else on its own port', async () => {
+    const plain = await template(['tls: { enabled: false }\napiToken: { enabled: false }\n']);
+    for (const [file, objects] of [...renders, ['tls off', plain] as const]) {
       for (const service of SERVICES) {
         const container = containerOf(objects, service);
+        const port = file === 'tls off' ? PORTS[service] : HEALTH_PORT;
         for (const kind of ['startupProbe', 'readinessProbe', 'livenessProbe'] as const) {
           const probe = container[kind];
-          expect(probe?.grpc, `${file}: ${service} ${kind}`).toEqual({ port: PORTS[service] });
+          expect(probe?.grpc, `${file}: ${service} ${kind}`).toEqual({ port });
           expect(probe?.httpGet ?? probe?.tcpSocket ?? probe?.exec).toBeUndefined();
         }
+        if (file !== 'tls off') expect(envValue(container, 'TRANSFERLAB_HEALTH_PORT')).toBe(String(HEALTH_PORT));
+        else expect(env(container, 'TRANSFERLAB_HEALTH_PORT')).toBeUndefined();
+      }
+    }
+    expect(byKind(plain, 'Secret').map((secret) => secret.metadata.name)).not.toContain(`${RELEASE}-tls`);
+    for (const service of SERVICES) {
+      expect(env(containerOf(plain, service), 'TRANSFERLAB_TLS_CERT_FILE')).toBeUndefined();
+      expect(env(containerOf(plain, service), 'TRANSFERLAB_API_TOKEN_FILE')).toBeUndefined();
+    }
+  });
+
+  it('serves TLS everywhere, mutual TLS between the services, and the token on the controller only', () => {
+    for (const [file, objects] of renders) {
+      const tlsSecret = file === 'external-values.yaml' ? 'transferlab-tls' : `${RELEASE}-tls`;
+      for (const service of [...SERVICES, 'test'] as const) {
+        const spec =
+          service === 'test'
+            ? (named(objects, 'Pod', `${RELEASE}-test`).spec as PodSpec)
+            : podSpec(named(objects, 'Deployment', `${RELEASE}-${service}`));
+        const container = spec.containers[0]!;
+        const where = `${file}: ${service}`;
+        expect(envValue(container, 'TRANSFERLAB_TLS_CERT_FILE'), where).toBe('/etc/transferlab/tls/tls.crt');
+        expect(envValue(container, 'TRANSFERLAB_TLS_KEY_FILE'), where).toBe('/etc/transferlab/tls/tls.key');
+        expect(envValue(container, 'TRANSFERLAB_TLS_CA_FILE'), where).toBe('/etc/transferlab/tls/ca.crt');
+        const mutual = service !== 'controller' && service !== 'test';
+        expect(env(container, 'TRANSFERLAB_TLS_CLIENT_CA_FILE')?.value, where).toBe(
+          mutual ? '/etc/transferlab/tls/ca.crt' : undefined,
+        );
+        expect(env(container, 'TRANSFERLAB_API_TOKEN_FILE')?.value, where).toBe(
+          service === 'controller' ? '/etc/transferlab/api-token/token' : undefined,
+        );
+        const volumes = spec.volumes ?? [];
+        expect(volumes.find((volume) => volume.name === 'tls')?.secret?.secretName, where).toBe(tlsSecret);
+        const token = volumes.find((volume) => volume.name === 'api-token')?.secret;
+        if (service === 'controller') {
+          expect(token?.secretName, where).toBe(
+            file === 'external-values.yaml' ? 'transferlab-api-token' : `${RELEASE}-api-token`,
+          );
+          expect(token?.items?.[0]?.key, where).toBe(file === 'external-values.yaml' ? 'TOKEN' : 'token');
+        } else {
+          expect(token, where).toBeUndefined();
+        }
+        for (const variable of container.env ?? []) expect(variable.name, where).not.toBe('TRANSFERLAB_API_TOKEN');
       }
     }
   });
+
+  it('generates a CA and a certificate that serve mutual TLS under every service name, kept across upgrades', async () => {
+    const objects = render('default-values.yaml');
+    const data = named(objects, 'Secret', `${RELEASE}-tls`).data as Record<string, string>;
+    const dir = await mkdtemp(join(tmpdir(), 'tl-chart-tls-'));
+    const files: Record<string, string> = {};
+    for (const key of ['ca.crt', 'tls.crt', 'tls.key']) {
+      files[key] = join(dir, key);
+      await writeFile(files[key], Buffer.from(data[key]!, 'base64'));
+    }
+    const log = createLogger('chart-tls', { level: 'silent' });
+    const own = { TRANSFERLAB_TLS_CERT_FILE: files['tls.crt']!, TRANSFERLAB_TLS_KEY_FILE: files['tls.key']! };
+    const server = await startGrpcServer({
+      services: [],
+      port: 0,
+      log,
+      security: serverSecurityFromEnv({ ...own, TRANSFERLAB_TLS_CLIENT_CA_FILE: files['ca.crt']! }),
+    });
+    try {
+      const check = (env: Record<string, string>) =>
+        healthStatus(`127.0.0.1:${server.port}`, '', { security: clientSecurityFromEnv(env), deadlineMs: 5000 });
+      const client = { ...own, TRANSFERLAB_TLS_CA_FILE: files['ca.crt']! };
+      for (const service of SERVICES) {
+        for (const name of [`${RELEASE}-${service}`, `${RELEASE}-${service}.${NAMESPACE}.svc.cluster.local`]) {
+          expect(await check({ ...client, TRANSFERLAB_TLS_SERVER_NAME: name }), name).toBe('SERVING');
+        }
+      }
+      // 127.0.0.1 is in the certificate, for `kubectl port-forward`.
+      expect(await check(client)).toBe('SERVING');
+      expect(await check({ ...client, TRANSFERLAB_TLS_SERVER_NAME: 'elsewhere.example' })).toMatch(/^DOWN/);
+      expect(await check({ TRANSFERLAB_TLS_CA_FILE: files['ca.crt']! }), 'no client certificate').toMatch(/^DOWN/);
+    } finally {
+      await server.shutdown(1000);
+      await rm(dir, { recursive: true, force: true });
+    }
+    const secretTemplate = await readFile(join(CHART, 'templates', 'secret.yaml'), 'utf8');
+    expect(secretTemplate.match(/lookup "v1" "Secret" \.Release\.Namespace \$name/g)).toHaveLength(3);
+    const tokens = new Set<string>();
+    for (let i = 0; i < 2; i++) {
+      const again = await template([]);
+      tokens.add((named(again, 'Secret', `${RELEASE}-api-token`).data as { token: string }).token);
+    }
+    expect(tokens.size, 'a fresh install gets a random token').toBe(2);
+    for (const token of tokens) expect(Buffer.from(token, 'base64').toString()).toMatch(/^[A-Za-z0-9]{48}$/);
+  }, 60_000);
 
   it('hands the trainer Job settings (GPU count, placement, deadline, checkpoints) to the controller', () => {
     const gpu = containerOf(render('gpu-values.yaml'), 'controller');
@@ -861,6 +970,10 @@ describe('NetworkPolicies', () => {
       ['stranger', 'trainer', 9464],
       ['stranger', 'evaluator', 9464],
       ['controller', 'trainer', 9464],
+      // The plaintext health port is for the kubelet alone, which these policies do not filter.
+      ['stranger', 'controller', HEALTH_PORT],
+      ['client', 'controller', HEALTH_PORT],
+      ['controller', 'evaluator', HEALTH_PORT],
     ];
     for (const [from, to, p] of denied) {
       expect(allows(policies, pods[from], pods[to], p ?? port[to]!), `${from} -> ${to}`).toBe(false);

@@ -3,7 +3,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { waitUntilServing } from '@transferlab/platform';
+import { clientSecurityFromEnv, waitUntilServing } from '@transferlab/platform';
 import { REPO, type RealServers, freePort } from './servers.ts';
 
 const tsx = import.meta.resolve('tsx');
@@ -37,6 +37,8 @@ export interface ServicesOptions {
   metrics?: boolean;
   /** More environment for every service (and so for the trainers the controller starts). */
   env?: Record<string, string>;
+  /** Keep every byte each service writes (allOutput), not only the last 20 KB. Default off. */
+  keepAllOutput?: boolean;
 }
 
 export interface Services {
@@ -48,6 +50,8 @@ export interface Services {
   metricsTargets: string[];
   /** The last output of each service, for an error message. */
   logs(): string;
+  /** With keepAllOutput: everything each service (and the trainers it ran) wrote, by service. */
+  allOutput(): Record<ServiceName, string>;
   /** SIGTERM to every service, then waits for each to exit. */
   stop(): Promise<void>;
 }
@@ -104,6 +108,7 @@ export async function startServices(options: ServicesOptions): Promise<Services>
 
   const processes: ChildProcess[] = [];
   const output = new Map<string, string>();
+  const everything = Object.fromEntries(SERVICES.map((name) => [name, ''])) as Record<ServiceName, string>;
   const logs = (): string => [...output].map(([name, text]) => `--- ${name}\n${text}`).join('\n');
   const stop = async (): Promise<void> => {
     for (const child of processes) child.kill('SIGTERM');
@@ -126,16 +131,27 @@ export async function startServices(options: ServicesOptions): Promise<Services>
     output.set(name, '');
     const keep = (chunk: Buffer): void => {
       output.set(name, (output.get(name)! + chunk.toString()).slice(-20_000));
+      if (options.keepAllOutput) everything[name] += chunk.toString();
     };
     child.stdout!.on('data', keep);
     child.stderr!.on('data', keep);
     processes.push(child);
   }
   try {
-    await Promise.all(SERVICES.map((name) => healthy(`127.0.0.1:${ports[name]}`, 60_000)));
+    // With TRANSFERLAB_TLS_* in env the services speak TLS, and the check does too.
+    const security = clientSecurityFromEnv({ ...process.env, ...env });
+    await Promise.all(SERVICES.map((name) => healthy(`127.0.0.1:${ports[name]}`, 60_000, { security })));
   } catch (error) {
     await stop();
     throw new Error(`${(error as Error).message}\n${logs()}`);
   }
-  return { env, controllerAddress: `127.0.0.1:${ports.controller}`, ports, metricsTargets, logs, stop };
+  return {
+    env,
+    controllerAddress: `127.0.0.1:${ports.controller}`,
+    ports,
+    metricsTargets,
+    logs,
+    allOutput: () => ({ ...everything }),
+    stop,
+  };
 }

@@ -283,6 +283,11 @@ spec:
             - name: metrics
               containerPort: {{ $root.Values.metrics.port }}
               protocol: TCP
+            {{- if $root.Values.tls.enabled }}
+            - name: health
+              containerPort: {{ $root.Values.tls.healthPort }}
+              protocol: TCP
+            {{- end }}
           envFrom:
             - configMapRef:
                 name: {{ include "transferlab.configMapName" $root }}
@@ -290,6 +295,9 @@ spec:
             - name: TRANSFERLAB_PORT
               value: {{ $v.port | quote }}
             {{- include "transferlab.commonEnv" $root | nindent 12 }}
+            {{- with include "transferlab.securityEnv" (dict "root" $root "component" .component) }}
+            {{- . | nindent 12 }}
+            {{- end }}
             {{- with include (printf "transferlab.%s.env" .component) $root }}
             {{- . | nindent 12 }}
             {{- end }}
@@ -298,15 +306,15 @@ spec:
             {{- end }}
           startupProbe:
             grpc:
-              port: {{ $v.port }}
+              port: {{ include "transferlab.probePort" (dict "root" $root "values" $v) }}
             {{- toYaml $root.Values.probes.startup | nindent 12 }}
           readinessProbe:
             grpc:
-              port: {{ $v.port }}
+              port: {{ include "transferlab.probePort" (dict "root" $root "values" $v) }}
             {{- toYaml $root.Values.probes.readiness | nindent 12 }}
           livenessProbe:
             grpc:
-              port: {{ $v.port }}
+              port: {{ include "transferlab.probePort" (dict "root" $root "values" $v) }}
             {{- toYaml $root.Values.probes.liveness | nindent 12 }}
           resources:
             {{- toYaml $v.resources | nindent 12 }}
@@ -315,6 +323,9 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            {{- with include "transferlab.securityVolumeMounts" (dict "root" $root "component" .component) }}
+            {{- . | nindent 12 }}
+            {{- end }}
             {{- with include (printf "transferlab.%s.volumeMounts" .component) $root }}
             {{- . | nindent 12 }}
             {{- end }}
@@ -324,6 +335,9 @@ spec:
             {{- with $root.Values.tmpVolume.sizeLimit }}
             sizeLimit: {{ . }}
             {{- end }}
+        {{- with include "transferlab.securityVolumes" (dict "root" $root "component" .component) }}
+        {{- . | nindent 8 }}
+        {{- end }}
         {{- with include (printf "transferlab.%s.volumes" .component) $root }}
         {{- . | nindent 8 }}
         {{- end }}
@@ -383,4 +397,99 @@ where its CRDs exist, the ServiceMonitor, PodMonitor and dashboards are wanted a
 {{- if .root.Capabilities.APIVersions.Has "monitoring.coreos.com/v1" }}true{{ end }}
 {{- else if .enabled }}true
 {{- end }}
+{{- end }}
+
+{{/*
+TLS and the API token (values tls and apiToken). The Secret with ca.crt, tls.crt and tls.key:
+tls.existingSecret, else the one templates/secret.yaml generates once. One certificate serves
+every service (it names them all) and is also each one's client certificate for mutual TLS.
+*/}}
+{{- define "transferlab.tlsSecretName" -}}
+{{- .Values.tls.existingSecret | default (printf "%s-tls" (include "transferlab.fullname" .)) }}
+{{- end }}
+
+{{- define "transferlab.apiTokenSecretName" -}}
+{{- .Values.apiToken.existingSecret | default (printf "%s-api-token" (include "transferlab.fullname" .)) }}
+{{- end }}
+
+{{/* The names the generated certificate holds: each service's Service, short and qualified, localhost, tls.extraDnsNames. */}}
+{{- define "transferlab.tlsDnsNames" -}}
+{{- $names := list "localhost" }}
+{{- range $component := list "controller" "dataset-splitter" "transplanter" "evaluator" }}
+{{- $name := include "transferlab.componentName" (dict "root" $ "component" $component) }}
+{{- $ns := $.Release.Namespace }}
+{{- $names = concat $names (list $name (printf "%s.%s" $name $ns) (printf "%s.%s.svc" $name $ns) (printf "%s.%s.svc.cluster.local" $name $ns)) }}
+{{- end }}
+{{- concat $names .Values.tls.extraDnsNames | toJson }}
+{{- end }}
+
+{{/*
+The TLS and token variables of one pod: (dict "root" $ "component" "controller"), "test" for the
+`helm test` pod. Every server serves TLS and a plaintext health-only port for the kubelet's gRPC
+probes (which cannot speak TLS); the dataset-splitter, transplanter and evaluator require client
+certificates (tls.mutual); the controller requires the API token, and its users need no certificate.
+*/}}
+{{- define "transferlab.securityEnv" -}}
+{{- $root := .root }}
+{{- if $root.Values.tls.enabled }}
+- name: TRANSFERLAB_TLS_CERT_FILE
+  value: /etc/transferlab/tls/tls.crt
+- name: TRANSFERLAB_TLS_KEY_FILE
+  value: /etc/transferlab/tls/tls.key
+- name: TRANSFERLAB_TLS_CA_FILE
+  value: /etc/transferlab/tls/ca.crt
+{{- if ne .component "test" }}
+- name: TRANSFERLAB_HEALTH_PORT
+  value: {{ $root.Values.tls.healthPort | quote }}
+{{- end }}
+{{- if and $root.Values.tls.mutual (has .component (list "dataset-splitter" "transplanter" "evaluator")) }}
+- name: TRANSFERLAB_TLS_CLIENT_CA_FILE
+  value: /etc/transferlab/tls/ca.crt
+{{- end }}
+{{- end }}
+{{- if and $root.Values.apiToken.enabled (eq .component "controller") }}
+- name: TRANSFERLAB_API_TOKEN_FILE
+  value: /etc/transferlab/api-token/token
+{{- end }}
+{{- end }}
+
+{{- define "transferlab.securityVolumeMounts" -}}
+{{- if .root.Values.tls.enabled }}
+- name: tls
+  mountPath: /etc/transferlab/tls
+  readOnly: true
+{{- end }}
+{{- if and .root.Values.apiToken.enabled (eq .component "controller") }}
+- name: api-token
+  mountPath: /etc/transferlab/api-token
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "transferlab.securityVolumes" -}}
+{{- $root := .root }}
+{{- if $root.Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ include "transferlab.tlsSecretName" $root }}
+    defaultMode: 0440
+    items:
+      - { key: ca.crt, path: ca.crt }
+      - { key: tls.crt, path: tls.crt }
+      - { key: tls.key, path: tls.key }
+{{- end }}
+{{- if and $root.Values.apiToken.enabled (eq .component "controller") }}
+- name: api-token
+  secret:
+    secretName: {{ include "transferlab.apiTokenSecretName" $root }}
+    defaultMode: 0440
+    items:
+      - key: {{ if $root.Values.apiToken.existingSecret }}{{ $root.Values.apiToken.key }}{{ else }}token{{ end }}
+        path: token
+{{- end }}
+{{- end }}
+
+{{/* The port the kubelet's gRPC probes use: the plaintext health port with TLS, else the service's own. */}}
+{{- define "transferlab.probePort" -}}
+{{- if .root.Values.tls.enabled }}{{ .root.Values.tls.healthPort }}{{ else }}{{ .values.port }}{{ end }}
 {{- end }}

@@ -7,6 +7,7 @@ export { createInProcessBus, type InProcessBusOptions } from './in-process-bus.t
 export * from './config.ts';
 export * from './grpc/server.ts';
 export * from './grpc/client.ts';
+export * from './grpc/security.ts';
 export * from './adapters.ts';
 export { S3Store, ObjectIntegrityError, S3StoreError, s3StoreOptionsFromEnv, type S3StoreOptions } from './s3-store.ts';
 export { connectNatsBus, type NatsBusOptions } from './nats-bus.ts';

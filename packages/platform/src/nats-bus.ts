@@ -125,6 +125,8 @@ const SUBSCRIPTION_BATCH = 10;
 
 export async function connectNatsBus(options: NatsBusOptions): Promise<Bus> {
   const servers = Array.isArray(options.servers) ? options.servers : [options.servers];
+  // A URL may carry a login (nats://user:password@host): messages name the server without it.
+  const shown = servers.map((server) => server.replace(/\/\/[^/@]*@/, '//')).join(', ');
   const timeout = positiveInteger(options.requestTimeoutMs, 5000, 'requestTimeoutMs');
   let nc: NatsConnection;
   try {
@@ -140,11 +142,11 @@ export async function connectNatsBus(options: NatsBusOptions): Promise<Bus> {
       waitOnFirstConnect: options.waitOnFirstConnect ?? false,
     });
   } catch (error) {
-    throw wrap(`cannot connect to NATS at ${servers.join(', ')}`, error);
+    throw wrap(`cannot connect to NATS at ${shown}`, error);
   }
   try {
     const jsm = await nc.jetstreamManager({ timeout }).catch((error: unknown) => {
-      throw wrap(`JetStream is not available at ${servers.join(', ')} (is the server started with -js?)`, error);
+      throw wrap(`JetStream is not available at ${shown} (is the server started with -js?)`, error);
     });
     const bus = new NatsBus(nc, jsm, nc.jetstream({ timeout }), options);
     await bus.ensureStream(

@@ -104,12 +104,28 @@ const sweep = program
   // Usage errors exit with 2 (commander's own default is 1), help with 0.
   .exitOverride((error) => process.exit(error.exitCode === 0 ? 0 : 2));
 
+// No flag takes the token itself: a command line is visible to every user of the machine (ps).
 const serverOption = (command: Command): Command =>
-  command.option(
-    '--server <host:port>',
-    'the controller (default: TRANSFERLAB_SERVER, else 127.0.0.1:50060)',
-    process.env.TRANSFERLAB_SERVER || DEFAULT_SERVER,
-  );
+  command
+    .option(
+      '--server <host:port>',
+      'the controller (default: TRANSFERLAB_SERVER, else 127.0.0.1:50060)',
+      process.env.TRANSFERLAB_SERVER || DEFAULT_SERVER,
+    )
+    .option(
+      '--token-file <file>',
+      "the sweep API's bearer token (default: TRANSFERLAB_API_TOKEN_FILE or TRANSFERLAB_API_TOKEN)",
+    )
+    .option(
+      '--tls-ca <file>',
+      "TLS: the CA that signed the controller's certificate (default: TRANSFERLAB_TLS_CA_FILE)",
+    )
+    .option('--tls-cert <file>', "mutual TLS: this client's certificate (default: TRANSFERLAB_TLS_CERT_FILE)")
+    .option('--tls-key <file>', 'mutual TLS: its private key (default: TRANSFERLAB_TLS_KEY_FILE)')
+    .option(
+      '--tls-server-name <name>',
+      "the name in the controller's certificate, when it is not the host dialled (default: TRANSFERLAB_TLS_SERVER_NAME)",
+    );
 
 serverOption(
   sweep

@@ -3,7 +3,14 @@
  * unary RPC (each with a deadline), and WatchSweep as an async iterator.
  */
 import * as grpc from '@grpc/grpc-js';
-import { CLIENT_OPTIONS, DEFAULT_DEADLINE_MS, callUnary } from '@transferlab/platform';
+import {
+  CLIENT_OPTIONS,
+  DEFAULT_DEADLINE_MS,
+  apiTokenFromEnv,
+  bearerMetadata,
+  callUnary,
+  clientSecurityFromEnv,
+} from '@transferlab/platform';
 import {
   type GetSweepResponse,
   type ListSweepsResponse,
@@ -25,16 +32,29 @@ export const WATCH_DEADLINE_MS = 60 * 60_000;
 
 export class SweepGateway {
   private readonly client: SweepServiceClient;
+  private readonly token: string | undefined;
 
+  /**
+   * TLS and the bearer token come from `env` (TRANSFERLAB_TLS_CA_FILE and the other
+   * TRANSFERLAB_TLS_* files, TRANSFERLAB_API_TOKEN or TRANSFERLAB_API_TOKEN_FILE); none: plaintext
+   * without a token, as against a local controller.
+   */
   constructor(
     readonly address: string,
-    private readonly options: { deadlineMs?: number } = {},
+    private readonly options: { deadlineMs?: number; env?: NodeJS.ProcessEnv } = {},
   ) {
-    this.client = new SweepServiceClient(address, grpc.credentials.createInsecure(), CLIENT_OPTIONS);
+    const security = clientSecurityFromEnv(options.env);
+    this.token = apiTokenFromEnv(options.env);
+    this.client = new SweepServiceClient(address, security.credentials, { ...CLIENT_OPTIONS, ...security.options });
   }
 
   private get deadlineMs(): number {
     return this.options.deadlineMs ?? DEFAULT_DEADLINE_MS;
+  }
+
+  /** Each call's metadata: the bearer token, when there is one. */
+  private get metadata(): grpc.Metadata {
+    return bearerMetadata(this.token);
   }
 
   start(request: { specText: string; specFile: string; validateOnly?: boolean }): Promise<StartSweepResponse> {
@@ -45,19 +65,23 @@ export class SweepGateway {
         specFile: request.specFile,
         validateOnly: request.validateOnly ?? false,
       },
-      { deadlineMs: this.deadlineMs },
+      { deadlineMs: this.deadlineMs, metadata: this.metadata },
     );
   }
 
   get(sweepId: string): Promise<GetSweepResponse> {
-    return callUnary(this.client.getSweep.bind(this.client), { sweepId }, { deadlineMs: this.deadlineMs });
+    return callUnary(
+      this.client.getSweep.bind(this.client),
+      { sweepId },
+      { deadlineMs: this.deadlineMs, metadata: this.metadata },
+    );
   }
 
   list(request: { pageSize?: number; pageToken?: string; states?: SweepState[] } = {}): Promise<ListSweepsResponse> {
     return callUnary(
       this.client.listSweeps.bind(this.client),
       { pageSize: request.pageSize ?? 0, pageToken: request.pageToken ?? '', states: request.states ?? [] },
-      { deadlineMs: this.deadlineMs },
+      { deadlineMs: this.deadlineMs, metadata: this.metadata },
     );
   }
 
@@ -77,7 +101,7 @@ export class SweepGateway {
     const response = await callUnary(
       this.client.cancelSweep.bind(this.client),
       { sweepId, reason },
-      { deadlineMs: this.deadlineMs },
+      { deadlineMs: this.deadlineMs, metadata: this.metadata },
     );
     return response.sweep;
   }
@@ -86,7 +110,7 @@ export class SweepGateway {
     const response = await callUnary(
       this.client.getReport.bind(this.client),
       { sweepId, delivery: ReportDelivery.REPORT_DELIVERY_INLINE, files },
-      { deadlineMs: REPORT_DEADLINE_MS },
+      { deadlineMs: REPORT_DEADLINE_MS, metadata: this.metadata },
     );
     return response.report;
   }
@@ -96,10 +120,9 @@ export class SweepGateway {
    * loop early cancels the call. Errors are the RPC's (NOT_FOUND, DEADLINE_EXCEEDED, ...).
    */
   async *watch(sweepId: string, options: { deadlineMs?: number } = {}): AsyncGenerator<SweepEvent> {
-    const call = this.client.watchSweep(
-      { sweepId },
-      { deadline: Date.now() + (options.deadlineMs ?? WATCH_DEADLINE_MS) },
-    );
+    const call = this.client.watchSweep({ sweepId }, this.metadata, {
+      deadline: Date.now() + (options.deadlineMs ?? WATCH_DEADLINE_MS),
+    });
     try {
       for await (const message of call as AsyncIterable<WatchSweepResponse>) {
         if (message.event) yield message.event;

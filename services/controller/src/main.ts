@@ -5,11 +5,14 @@
 import { resolve } from 'node:path';
 import {
   SweepMetrics,
+  apiTokenFromEnv,
+  clientSecurityFromEnv,
   createLogger,
   loadConfig,
   onShutdownSignal,
   openBus,
   openStore,
+  serverSecurityFromEnv,
   startGrpcServer,
 } from '@transferlab/platform';
 import { startTelemetry } from '@transferlab/platform/telemetry';
@@ -31,6 +34,10 @@ async function main(): Promise<void> {
   // Metrics endpoint and trace export first: everything after is observed.
   const telemetry = await startTelemetry({ service: 'controller' });
   const config = loadConfig(controllerConfig);
+  // TLS files and the API token are read now, so a bad one stops the start with its variable named.
+  const serverSecurity = serverSecurityFromEnv();
+  const apiToken = apiTokenFromEnv();
+  const clientSecurity = clientSecurityFromEnv();
   const store = openStore();
   const bus = await openBus('controller');
   if (!process.env.TRANSFERLAB_NATS_URL) {
@@ -41,6 +48,8 @@ async function main(): Promise<void> {
     transplanterAddress: config.transplanterAddr,
     evaluatorAddress: config.evaluatorAddr,
     store,
+    credentials: clientSecurity.credentials,
+    channelOptions: clientSecurity.options,
   });
   // Running trainers serve their metrics on the ports after the controller's (9464: 9465, 9466, ...).
   const metricsPort = telemetry.metricsPort;
@@ -97,6 +106,8 @@ async function main(): Promise<void> {
     port: config.port,
     host: config.host,
     log,
+    security: serverSecurity,
+    bearerToken: apiToken,
   });
 
   onShutdownSignal(async () => {

@@ -27,7 +27,9 @@ export interface StepsClientOptions {
   store: ObjectStore;
   /** Deadlines in ms. Defaults: split 30 min (a large dataset is read once), transplant and evaluate 10 min. */
   deadlines?: { createSplit?: number; transplant?: number; evaluate?: number };
+  /** TLS (clientSecurityFromEnv); default plaintext. */
   credentials?: grpc.ChannelCredentials;
+  channelOptions?: grpc.ClientOptions;
 }
 
 /** The gRPC metadata naming the sweep a call is for (services/evaluator/README.md). */
@@ -71,9 +73,10 @@ export class GrpcCellSteps implements CellSteps {
 
   constructor(private readonly options: StepsClientOptions) {
     const credentials = options.credentials ?? grpc.credentials.createInsecure();
-    this.splitter = new DatasetSplitterServiceClient(options.splitterAddress, credentials, CLIENT_OPTIONS);
-    this.transplanter = new TransplanterServiceClient(options.transplanterAddress, credentials, CLIENT_OPTIONS);
-    this.evaluator = new EvaluatorServiceClient(options.evaluatorAddress, credentials, CLIENT_OPTIONS);
+    const channel = { ...CLIENT_OPTIONS, ...options.channelOptions };
+    this.splitter = new DatasetSplitterServiceClient(options.splitterAddress, credentials, channel);
+    this.transplanter = new TransplanterServiceClient(options.transplanterAddress, credentials, channel);
+    this.evaluator = new EvaluatorServiceClient(options.evaluatorAddress, credentials, channel);
     this.deadlines = {
       createSplit: options.deadlines?.createSplit ?? 30 * 60_000,
       transplant: options.deadlines?.transplant ?? 10 * 60_000,

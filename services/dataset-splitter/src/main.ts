@@ -1,7 +1,15 @@
 #!/usr/bin/env node
 // The dataset-splitter: DatasetSplitterService over gRPC. Only wiring here; the work is in
 // server.ts. Environment and ports: README.md.
-import { createLogger, loadConfig, onShutdownSignal, openBus, openStore, startGrpcServer } from '@transferlab/platform';
+import {
+  createLogger,
+  loadConfig,
+  onShutdownSignal,
+  openBus,
+  openStore,
+  serverSecurityFromEnv,
+  startGrpcServer,
+} from '@transferlab/platform';
 import { startTelemetry } from '@transferlab/platform/telemetry';
 import { DatasetSplitterServiceService } from '@transferlab/proto';
 import { splitterConfig } from './config.ts';
@@ -26,6 +34,7 @@ try {
     port: config.port,
     host: config.host,
     log,
+    security: serverSecurityFromEnv(),
   });
   onShutdownSignal(async () => {
     await server.shutdown();

@@ -1,7 +1,15 @@
 #!/usr/bin/env node
 // The evaluator: EvaluatorService over gRPC, and consumers of the `evaluations` work queue.
 // Only wiring here; the work is in server.ts. Environment and ports: README.md.
-import { createLogger, loadConfig, onShutdownSignal, openBus, openStore, startGrpcServer } from '@transferlab/platform';
+import {
+  createLogger,
+  loadConfig,
+  onShutdownSignal,
+  openBus,
+  openStore,
+  serverSecurityFromEnv,
+  startGrpcServer,
+} from '@transferlab/platform';
 import { startTelemetry } from '@transferlab/platform/telemetry';
 import { EvaluatorServiceService } from '@transferlab/proto';
 import { evaluatorConfig } from './config.ts';
@@ -24,6 +32,7 @@ try {
     port: config.port,
     host: config.host,
     log,
+    security: serverSecurityFromEnv(),
   });
   const consumers = await Promise.all(
     Array.from({ length: config.queueConsumers }, () => consumeEvaluations({ store, bus, log })),

@@ -12,6 +12,7 @@ import {
   onShutdownSignal,
   openBus,
   openStore,
+  serverSecurityFromEnv,
   withSpan,
 } from '@transferlab/platform';
 import { type Telemetry, startTelemetry } from '@transferlab/platform/telemetry';
@@ -107,6 +108,7 @@ async function serve(): Promise<void> {
     log,
     port: config.port,
     host: config.host,
+    security: serverSecurityFromEnv(),
     progressIntervalMs: config.progressIntervalMs,
     metrics: new TrainingMetrics(telemetry.meter),
   });

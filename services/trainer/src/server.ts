@@ -6,6 +6,7 @@ import {
   type Bus,
   type CellTrainingRecorder,
   type GrpcServer,
+  type GrpcServerSecurity,
   type Logger,
   type ObjectStore,
   grpcError,
@@ -420,7 +421,9 @@ export interface TrainerServer {
 }
 
 /** The trainer's gRPC server, listening, with health and reflection. */
-export async function createServer(deps: TrainerDeps & { port: number; host?: string }): Promise<TrainerServer> {
+export async function createServer(
+  deps: TrainerDeps & { port: number; host?: string; security?: GrpcServerSecurity },
+): Promise<TrainerServer> {
   const trainer = new Trainer(deps);
   const server = await startGrpcServer({
     services: [
@@ -433,6 +436,7 @@ export async function createServer(deps: TrainerDeps & { port: number; host?: st
     port: deps.port,
     host: deps.host,
     log: deps.log,
+    security: deps.security,
   });
   return {
     trainer,

@@ -10,6 +10,7 @@ import type { Logger } from '../logger.ts';
 import { INSTRUMENTATION_SCOPE } from '../telemetry-context.ts';
 import { instrumentService } from '../telemetry-grpc.ts';
 import { RpcServerMetrics } from '../telemetry-instruments.ts';
+import { type GrpcServerSecurity, bearerTokenProblem } from './security.ts';
 
 /** The contracts, read at start-up for server reflection. */
 export const PROTO_ROOT = fileURLToPath(new URL('../../../../proto', import.meta.url));
@@ -45,6 +46,8 @@ export interface GrpcServer {
   server: grpc.Server;
   port: number;
   health: HealthImplementation;
+  /** The plaintext health-only port, when TLS is on and one was asked for. */
+  healthPort?: number;
   /** Stops accepting calls, waits up to `graceMs` for calls in flight, then cuts the rest. */
   shutdown(graceMs?: number): Promise<void>;
 }
@@ -59,12 +62,19 @@ function protoFiles(): string[] {
 /**
  * A gRPC server with the standard health service (grpc.health.v1) and server reflection, so
  * grpcurl, Kubernetes probes and any client can find their way without our code.
+ *
+ * `security` (serverSecurityFromEnv) makes it TLS or mutual TLS, with an optional plaintext port
+ * serving health only. `bearerToken` makes every call of `services` require it (UNAUTHENTICATED
+ * before the handler runs); health and reflection stay open: they tell nothing but the status and
+ * the public contracts.
  */
 export async function startGrpcServer(options: {
   services: ServiceRegistration[];
   port: number;
   host?: string;
   log: Logger;
+  security?: GrpcServerSecurity;
+  bearerToken?: string;
 }): Promise<GrpcServer> {
   const server = new grpc.Server({
     'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
@@ -74,7 +84,11 @@ export async function startGrpcServer(options: {
   const rpcMetrics = new RpcServerMetrics(metrics.getMeter(INSTRUMENTATION_SCOPE));
   for (const service of options.services) {
     const { definition, implementation } = refuseUndecodable(service.definition, service.implementation);
-    server.addService(definition, instrumentService(definition, implementation, rpcMetrics));
+    const guarded =
+      options.bearerToken === undefined
+        ? implementation
+        : requireBearerToken(definition, implementation, options.bearerToken, options.log);
+    server.addService(definition, instrumentService(definition, guarded, rpcMetrics));
   }
 
   const statuses = Object.fromEntries(options.services.map((service) => [service.name, 'SERVING' as const]));
@@ -84,21 +98,49 @@ export async function startGrpcServer(options: {
   new ReflectionService(definitions).addToServer(server);
 
   const host = options.host ?? '127.0.0.1';
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${host}:${options.port}`, grpc.ServerCredentials.createInsecure(), (error, bound) =>
-      error ? reject(new Error(`cannot listen on ${host}:${options.port}: ${error.message}`)) : resolve(bound),
-    );
-  });
-  options.log.info({ port, services: options.services.map((s) => s.name) }, 'gRPC server listening');
+  const bind = (target: grpc.Server, wanted: number, credentials: grpc.ServerCredentials) =>
+    new Promise<number>((resolve, reject) => {
+      target.bindAsync(`${host}:${wanted}`, credentials, (error, bound) =>
+        error ? reject(new Error(`cannot listen on ${host}:${wanted}: ${error.message}`)) : resolve(bound),
+      );
+    });
+  const security = options.security;
+  const port = await bind(server, options.port, security?.credentials ?? grpc.ServerCredentials.createInsecure());
+  // Probes that cannot speak TLS (Kubernetes' gRPC probes) get the health service alone, in plaintext.
+  let healthServer: grpc.Server | undefined;
+  let healthPort: number | undefined;
+  if (security?.tls && security.healthPort !== undefined) {
+    healthServer = new grpc.Server({ 'grpc.max_receive_message_length': MAX_REQUEST_BYTES });
+    health.addToServer(healthServer);
+    try {
+      healthPort = await bind(healthServer, security.healthPort, grpc.ServerCredentials.createInsecure());
+    } catch (error) {
+      server.forceShutdown();
+      throw error;
+    }
+  }
+  options.log.info(
+    {
+      port,
+      services: options.services.map((s) => s.name),
+      tls: security?.tls ?? false,
+      mutualTls: security?.mutualTls ?? false,
+      bearerToken: options.bearerToken !== undefined,
+      ...(healthPort !== undefined ? { healthPort } : {}),
+    },
+    'gRPC server listening',
+  );
 
   return {
     server,
     port,
     health,
+    ...(healthPort !== undefined ? { healthPort } : {}),
     shutdown: (graceMs = 10_000) =>
       new Promise<void>((resolve) => {
         for (const service of options.services) health.setStatus(service.name, 'NOT_SERVING');
         health.setStatus('', 'NOT_SERVING');
+        healthServer?.forceShutdown();
         const timer = setTimeout(() => {
           options.log.warn({ graceMs }, 'calls still in flight after the grace period: cutting them');
           server.forceShutdown();
@@ -161,6 +203,47 @@ function refuseUndecodable(
         };
   }
   return { definition: wrappedDefinition, implementation: wrappedImplementation };
+}
+
+/**
+ * Every method of a service answers UNAUTHENTICATED, before its handler runs, unless the call
+ * carries the bearer token. The refusal is logged with the method and the peer, never a token.
+ */
+function requireBearerToken(
+  definition: grpc.ServiceDefinition,
+  implementation: grpc.UntypedServiceImplementation,
+  token: string,
+  log: Logger,
+): grpc.UntypedServiceImplementation {
+  const guarded: grpc.UntypedServiceImplementation = {};
+  for (const [name, handler] of Object.entries(implementation)) {
+    const method = definition[name];
+    const refusal = (call: { metadata: grpc.Metadata; getPeer(): string }): grpc.ServiceError | undefined => {
+      const problem = bearerTokenProblem(call.metadata, token);
+      if (problem === undefined) return undefined;
+      log.warn({ method: method?.path ?? name, peer: call.getPeer() }, `unauthenticated call refused: ${problem}`);
+      return grpcError(grpc.status.UNAUTHENTICATED, `${method?.path ?? name}: ${problem}`);
+    };
+    guarded[name] =
+      method && !method.requestStream && !method.responseStream
+        ? (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+            const error = refusal(call);
+            if (error) callback(error);
+            else (handler as grpc.handleUnaryCall<unknown, unknown>)(call, callback);
+          }
+        : method?.requestStream && !method.responseStream
+          ? (call: grpc.ServerReadableStream<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+              const error = refusal(call);
+              if (error) callback(error);
+              else (handler as grpc.handleClientStreamingCall<unknown, unknown>)(call, callback);
+            }
+          : (call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>) => {
+              const error = refusal(call);
+              if (error) call.emit('error', error);
+              else (handler as (call: unknown) => void)(call);
+            };
+  }
+  return guarded;
 }
 
 /** A gRPC error with a status code and a message naming what is wrong. */

@@ -18,6 +18,28 @@ export class UsageError extends Error {}
 
 export interface ServerOption {
   server: string;
+  /** Files that override their TRANSFERLAB_* variables (see connectionEnv). */
+  tokenFile?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsServerName?: string;
+}
+
+/**
+ * The environment the gateway reads its TLS files and token from: the process's, with the
+ * command's flags in place of their variables. A token file given as a flag replaces a token
+ * from TRANSFERLAB_API_TOKEN.
+ */
+export function connectionEnv(options: ServerOption, env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  return {
+    ...env,
+    ...(options.tokenFile ? { TRANSFERLAB_API_TOKEN_FILE: options.tokenFile, TRANSFERLAB_API_TOKEN: '' } : {}),
+    ...(options.tlsCa ? { TRANSFERLAB_TLS_CA_FILE: options.tlsCa } : {}),
+    ...(options.tlsCert ? { TRANSFERLAB_TLS_CERT_FILE: options.tlsCert } : {}),
+    ...(options.tlsKey ? { TRANSFERLAB_TLS_KEY_FILE: options.tlsKey } : {}),
+    ...(options.tlsServerName ? { TRANSFERLAB_TLS_SERVER_NAME: options.tlsServerName } : {}),
+  };
 }
 
 /** Runs one command against the server and turns its errors into messages and exit codes. */
@@ -26,13 +48,14 @@ async function withGateway(
   sweepId: string | undefined,
   action: (gateway: SweepGateway) => Promise<number>,
 ): Promise<number> {
-  const gateway = new SweepGateway(options.server);
+  let gateway: SweepGateway | undefined;
   try {
+    gateway = new SweepGateway(options.server, { env: connectionEnv(options) });
     return await action(gateway);
   } catch (error) {
     return reportError(error, options.server, sweepId);
   } finally {
-    gateway.close();
+    gateway?.close();
   }
 }
 
@@ -47,6 +70,11 @@ function reportError(error: unknown, server: string, sweepId: string | undefined
       return EXIT.usage;
     case grpc.status.NOT_FOUND:
       console.error(sweepId ? `sweep ${sweepId} not found` : rpcMessage(error));
+      return EXIT.failed;
+    case grpc.status.UNAUTHENTICATED:
+      console.error(
+        `transferlab: the controller at ${server} refused the call: ${rpcMessage(error)} (the token comes from TRANSFERLAB_API_TOKEN, TRANSFERLAB_API_TOKEN_FILE or --token-file)`,
+      );
       return EXIT.failed;
     case grpc.status.UNAVAILABLE:
       console.error(`transferlab: cannot reach the controller at ${server}: ${rpcMessage(error)}`);

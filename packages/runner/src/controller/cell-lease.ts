@@ -74,10 +74,14 @@ export class CellLeases {
     const holder = `${this.instance}/${sweepId}`;
     const fresh = (): CellLease => ({ holder, sweepId, expiresAt: this.now() + this.ttlMs });
     let told = false;
+    // Most cells were never leased: create first (one round trip), and read only when that fails.
+    let tryCreate = true;
     while (!options.signal.aborted) {
       let revision: number | undefined;
+      const created = tryCreate;
+      tryCreate = false;
       try {
-        const current = await kv.getJson<CellLease>(key);
+        const current = created ? undefined : await kv.getJson<CellLease>(key);
         if (!current) {
           revision = await kv.createJson(key, fresh());
         } else if (this.free(current.value, sweepId, holder)) {
@@ -91,6 +95,8 @@ export class CellLeases {
         if (!(error instanceof RevisionMismatchError)) throw error;
       }
       if (revision !== undefined) return this.hold(kv, key, fresh(), revision);
+      // The lease exists (held, released or expired): read it at once rather than after a poll.
+      if (created) continue;
       await sleep(this.pollMs, options.signal);
     }
     return undefined;

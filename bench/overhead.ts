@@ -123,7 +123,7 @@ async function main(args: string[]): Promise<number> {
   // A worker selects its backend once and keeps it for every cell it runs: not a cell's cost.
   const backend = await selectBackend();
   console.log(
-    `overhead: load average ${os
+    `overhead: backend ${backend.name}, load average ${os
       .loadavg()
       .map((l) => l.toFixed(1))
       .join(' ')}`,

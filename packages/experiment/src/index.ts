@@ -12,3 +12,4 @@ export * from './measures.ts';
 export * from './measures-report.ts';
 export * from './limits.ts';
 export * from './spec-limits.ts';
+export * from './cost.ts';

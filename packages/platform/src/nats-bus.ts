@@ -140,6 +140,10 @@ export async function connectNatsBus(options: NatsBusOptions): Promise<Bus> {
       reconnectTimeWait: nonNegativeNumber(options.reconnectTimeWaitMs, 2000, 'reconnectTimeWaitMs'),
       reconnectJitter: nonNegativeNumber(options.reconnectJitterMs, 1000, 'reconnectJitterMs'),
       waitOnFirstConnect: options.waitOnFirstConnect ?? false,
+      // The client otherwise builds two Errors (stack traces) per request in case one times out:
+      // 15% of a controller's CPU at 10,000 cells (bench/controller-scale.ts). Our errors name the
+      // operation and key themselves (call()), so the trace adds nothing.
+      noAsyncTraces: true,
     });
   } catch (error) {
     throw wrap(`cannot connect to NATS at ${shown}`, error);

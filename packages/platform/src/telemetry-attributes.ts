@@ -94,6 +94,21 @@ export const METRICS = {
     labels: [LABELS.arm, LABELS.state],
     buckets: [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14_400, 28_800, 86_400, 259_200, 864_000],
   },
+  /**
+   * From the controller: a cell's ready (its last dependency succeeded; the sweep's splits ready
+   * for a cell without any; a failed attempt handed back; for a cell that waited for a free slot
+   * under the concurrency limit, a slot freed) to its launch (the executor asked to run it, or
+   * the measure step called): the scheduler's own delay. Waits for a slot show as queue depth.
+   */
+  schedulingLatency: {
+    name: 'transferlab.cell.scheduling_latency_seconds',
+    kind: 'histogram',
+    unit: 's',
+    description:
+      'Time from a cell being ready to run (dependencies succeeded, a slot free) to the executor launching it',
+    labels: [LABELS.sweep],
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 7200],
+  },
   /** From the controller: the paper's score of each finished cell (reused ones included): Figure 2's points. */
   cellScore: {
     name: 'transferlab.cell.score',

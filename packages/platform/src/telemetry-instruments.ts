@@ -59,6 +59,7 @@ export class SweepMetrics {
   private readonly queue: GaugeTable;
   private readonly scores: GaugeTable;
   private readonly duration: Histogram;
+  private readonly latency: Histogram;
   private readonly expiries = new Map<string, NodeJS.Timeout>();
 
   constructor(
@@ -70,6 +71,7 @@ export class SweepMetrics {
     this.queue = new GaugeTable(meter, METRICS.queueDepth);
     this.scores = new GaugeTable(meter, METRICS.cellScore);
     this.duration = histogram(meter, METRICS.cellDuration);
+    this.latency = histogram(meter, METRICS.schedulingLatency);
   }
 
   cellCounts(sweepId: string, counts: Readonly<Record<string, number>>): void {
@@ -86,6 +88,11 @@ export class SweepMetrics {
     if (!Number.isFinite(seconds) || seconds < 0) return;
     // No sweep id: a histogram's series outlive any sweep (see telemetry-attributes.ts).
     this.duration.record(seconds, { [LABELS.arm]: cell.arm, [LABELS.state]: state });
+  }
+
+  /** A cell was launched `seconds` after it was ready to run. */
+  cellLaunched(sweepId: string, seconds: number): void {
+    if (Number.isFinite(seconds) && seconds >= 0) this.latency.record(seconds, { [LABELS.sweep]: sweepId });
   }
 
   cellScore(sweepId: string, cell: CellLike, score: number): void {

@@ -9,3 +9,4 @@ export * from './transplant-cell.ts';
 export * from './worker-pool.ts';
 export * from './report.ts';
 export * from './measure-cell.ts';
+export * from './calibrate.ts';

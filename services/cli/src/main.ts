@@ -140,6 +140,29 @@ serverOption(
   process.exitCode = await sweepStart(options);
 });
 
+sweep
+  .command('plan')
+  .argument('<spec>', 'sweep spec, YAML or JSON')
+  .description(
+    'the cells, their dependencies and a cost forecast (compute-hours, wall time at the concurrency limit) from a calibration run of the net on this machine',
+  )
+  .option('--store <dir>', 'finished cells and prepared splits here cost nothing', DEFAULT_STORE)
+  .option('--workers <n>', "local worker processes (default: the spec's concurrency; auto = one per core)", positiveInt)
+  .option(
+    '--cluster-trainers <n>',
+    'forecast for a cluster running this many trainers at once (its maxTrainers)',
+    positiveInt,
+  )
+  .option('--recalibrate', 'measure the throughput again instead of reading the cached figures')
+  .option('--calibration-steps <n>', 'timed training steps of the calibration run (default 20)', positiveInt)
+  .option('--json', 'the plan and forecast as JSON')
+  .action(async (specFile: string, options) => {
+    const { loadSpec } = await import('./commands/run.ts');
+    const { planSweep } = await import('./commands/plan.ts');
+    const { spec } = await loadSpec(specFile);
+    process.exitCode = await planSweep(spec, options);
+  });
+
 serverOption(
   sweep
     .command('watch')

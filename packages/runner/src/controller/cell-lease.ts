@@ -93,6 +93,12 @@ export class KvLeases {
     const holder = `${this.instance}/${claim.sweepId}`;
     const fresh = (): CellLease => ({ holder, ...claim, expiresAt: this.now() + this.ttlMs });
     try {
+      // Most keys were never leased: create first (one round trip), and read only when that fails.
+      return this.hold(kv, key, fresh(), await kv.createJson(key, fresh()));
+    } catch (error) {
+      if (!(error instanceof RevisionMismatchError)) throw error;
+    }
+    try {
       const current = await kv.getJson<CellLease>(key);
       let revision: number | undefined;
       if (!current) revision = await kv.createJson(key, fresh());

@@ -62,27 +62,33 @@ export function countCells(records: readonly CellRecord[]): Record<CellState, nu
 }
 
 /**
- * The cells to start next: pending, with every dependency succeeded, within the concurrency
- * left. Pending cells behind a failed, blocked or cancelled dependency are returned as blocked.
+ * The cells to start next: of the candidates (cells waiting to run), those with every
+ * dependency succeeded, within the free slots. Candidates behind a failed, blocked or cancelled
+ * dependency are returned as blocked; `ready` counts every candidate whose dependencies all
+ * succeeded, started or not (the queue depth is ready minus started).
  */
 export function schedule(
-  records: ReadonlyMap<string, CellRecord>,
-  concurrency: number,
-): { start: string[]; block: string[] } {
+  candidates: Iterable<CellRecord>,
+  stateOf: (cellId: string) => CellState | undefined,
+  slots: number,
+): { start: string[]; block: string[]; ready: number } {
   const block: string[] = [];
   const start: string[] = [];
-  let active = 0;
-  for (const record of records.values()) if (ACTIVE_CELL_STATES.includes(record.state)) active += 1;
-  const stateOf = (id: string): CellState | undefined => records.get(id)?.state;
-  for (const [id, record] of records) {
-    if (record.state !== 'pending') continue;
-    const deps = record.cell.deps.map(stateOf);
-    if (deps.some((state) => state === 'failed' || state === 'blocked' || state === 'cancelled')) {
-      block.push(id);
-    } else if (deps.every((state) => state === 'succeeded') && active < concurrency) {
-      start.push(id);
-      active += 1;
+  let ready = 0;
+  for (const record of candidates) {
+    let succeeded = true;
+    let stopped = false;
+    for (const dep of record.cell.deps) {
+      const state = stateOf(dep);
+      if (state === 'failed' || state === 'blocked' || state === 'cancelled') stopped = true;
+      if (state !== 'succeeded') succeeded = false;
+    }
+    if (stopped) {
+      block.push(record.cell.id);
+    } else if (succeeded) {
+      ready += 1;
+      if (start.length < slots) start.push(record.cell.id);
     }
   }
-  return { start, block };
+  return { start, block, ready };
 }

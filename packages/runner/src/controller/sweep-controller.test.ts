@@ -150,3 +150,34 @@ describe('SweepController cell status', () => {
     expect((await controller.wait(sweep.id))?.state).toBe('succeeded');
   });
 });
+
+describe('SweepController scheduling latency', () => {
+  it('records one ready-to-launched latency per launched cell, without the wait for a free slot', async () => {
+    const store = new LocalFolderStore(await mkdtemp(join(tmpdir(), 'tl-ctl-')));
+    const ports = new ScriptedPorts();
+    const slow = Object.assign(Object.create(ports) as ScriptedPorts, {
+      // Each cell trains 200 ms under concurrency 1: later cells wait for the slot far longer than that.
+      run: async (cell: Cell, options: { signal: AbortSignal }) => {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        return ports.run(cell, options);
+      },
+    });
+    const latencies: number[] = [];
+    const metrics = {
+      cellCounts: () => undefined,
+      queueDepth: () => undefined,
+      cellFinished: () => undefined,
+      cellScore: () => undefined,
+      sweepFinished: () => undefined,
+      cellLaunched: (_sweepId: string, seconds: number) => void latencies.push(seconds),
+    };
+    const controller = new SweepController({ store, bus: createInProcessBus(), steps: slow, executor: slow, metrics });
+    const sweep = await controller.start(spec, { specDir: '.', concurrency: 1 });
+    expect((await controller.wait(sweep.id))?.state).toBe('succeeded');
+    const cells = (await controller.get(sweep.id))!.cells.length;
+    expect(latencies).toHaveLength(cells);
+    expect(Math.min(...latencies)).toBeGreaterThanOrEqual(0);
+    // Six cells in a row at 200 ms each: counting the slot wait, the last would wait a second.
+    expect(Math.max(...latencies)).toBeLessThan(0.15);
+  });
+});

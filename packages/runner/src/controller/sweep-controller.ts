@@ -25,6 +25,7 @@ import {
   type CellState,
   type SweepRecord,
   type SweepState,
+  FINAL_CELL_STATES,
   countCells,
   isFinalSweep,
   schedule,
@@ -36,13 +37,13 @@ export interface ControllerDeps {
   steps: CellSteps;
   executor: Executor;
   log?: (message: string, fields?: Record<string, unknown>) => void;
-  /** Cells by state, queue depth, cell durations and scores; none recorded when absent. */
-  metrics?: SweepMetrics;
+  /** Cells by state, queue depth, cell durations, scheduling latency and scores; none recorded when absent. */
+  metrics?: Pick<SweepMetrics, keyof SweepMetrics>;
   /** The per-cell leases' and trainer slots' timing (tests shorten it). */
   leases?: LeaseOptions;
   /**
    * At most this many trainers at once over every sweep of every controller sharing the KV
-   * bucket (TRANSFERLAB_TRAINER_CAP): slots kept in KV (trainer-slots.ts). Default: no cap
+   * bucket (TRANSFERLAB_MAX_TRAINERS): slots kept in KV (trainer-slots.ts). Default: no cap
    * beyond each sweep's concurrency (and, for processes, the executor's own limit).
    */
   trainerCap?: number;
@@ -70,6 +71,72 @@ export interface SweepEvent {
 
 const now = (): string => new Date().toISOString();
 
+/** How many KV reads or writes one sweep's cells issue at once (start, get, resume). */
+const KV_BATCH = 256;
+/** How often a driver reads its sweep's record again, to see a cancel made elsewhere. */
+const SWEEP_REREAD_MS = 1000;
+
+interface Versioned<T> {
+  value: T;
+  revision: number;
+}
+
+/**
+ * A sweep as this controller last wrote or read it in KV. KV stays the truth: every write is a
+ * compare-and-set against the revision held here, and one that finds a newer revision reads
+ * again. It spares the scheduler a read of every cell on every turn and an event a read of
+ * every cell for its counts (with 5000 cells, both made a sweep quadratic in its size).
+ */
+interface SweepView {
+  sweep: Versioned<SweepRecord>;
+  cells: Map<string, Versioned<CellRecord>>;
+  counts: Record<CellState, number>;
+  /** Cells not in a final state: the only ones the scheduler looks at. */
+  unsettled: Set<string>;
+  /** When cells succeeded, as this controller saw it (ms since the epoch): when dependents became ready. */
+  succeededAt: Map<string, number>;
+  /** When a failed attempt handed a cell back: when it became ready again. */
+  retriedAt: Map<string, number>;
+  /** When this controller began to drive the sweep, or its splits were ready. */
+  since: number;
+}
+
+function newView(sweep: Versioned<SweepRecord>, cells: Array<[string, Versioned<CellRecord>]>): SweepView {
+  const view: SweepView = {
+    sweep,
+    cells: new Map(),
+    counts: countCells([]),
+    unsettled: new Set(),
+    succeededAt: new Map(),
+    retriedAt: new Map(),
+    since: Date.now(),
+  };
+  for (const [cellId, record] of cells) remember(view, cellId, record);
+  return view;
+}
+
+/** Keeps a written or read record in the view, unless the view already holds a later one. */
+function remember(view: SweepView, cellId: string, next: Versioned<CellRecord>): void {
+  const previous = view.cells.get(cellId);
+  if (previous && previous.revision >= next.revision) return;
+  if (previous) view.counts[previous.value.state] -= 1;
+  view.counts[next.value.state] += 1;
+  view.cells.set(cellId, next);
+  if (FINAL_CELL_STATES.includes(next.value.state)) view.unsettled.delete(cellId);
+  else view.unsettled.add(cellId);
+  if (next.value.state === 'succeeded' && previous && previous.value.state !== 'succeeded') {
+    view.succeededAt.set(cellId, Date.now());
+  }
+}
+
+async function inBatches<T, R>(items: readonly T[], each: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = [];
+  for (let i = 0; i < items.length; i += KV_BATCH) {
+    results.push(...(await Promise.all(items.slice(i, i + KV_BATCH).map(each))));
+  }
+  return results;
+}
+
 /**
  * The Sweeps service's logic: expands a spec into cells, keeps every sweep's and cell's state
  * in the KV bucket, and drives cells through transplant, training and evaluation in
@@ -79,6 +146,7 @@ const now = (): string => new Date().toISOString();
 export class SweepController {
   private kvBucket?: KeyValueStore;
   private readonly drivers = new Map<string, { abort: AbortController; done: Promise<void> }>();
+  private readonly views = new Map<string, SweepView>();
   private readonly concurrency = new Map<string, number>();
   private readonly leases: CellLeases;
   private readonly slots?: TrainerSlots;
@@ -112,11 +180,11 @@ export class SweepController {
     const plan = expandGrid(spec);
     const id = `${spec.name}-${randomBytes(4).toString('hex')}`;
     const kv = await this.kv();
-    for (const cell of plan.cells) {
+    const cells = await inBatches(plan.cells, async (cell): Promise<[string, Versioned<CellRecord>]> => {
       await putJson(this.deps.store, cellKeys.cell(cell.id), cell);
       const record: CellRecord = { cell, state: 'pending', attempts: 0 };
-      await kv.putJson(cellKey(id, cell.id), record);
-    }
+      return [cell.id, { value: record, revision: await kv.putJson(cellKey(id, cell.id), record) }];
+    });
     const record: SweepRecord = {
       id,
       name: spec.name,
@@ -129,22 +197,41 @@ export class SweepController {
       createdAt: now(),
       updatedAt: now(),
     };
-    await kv.createJson(sweepKey(id), record);
+    const revision = await kv.createJson(sweepKey(id), record);
+    this.views.set(id, newView({ value: record, revision }, cells));
     if (options.concurrency !== undefined) this.concurrency.set(id, options.concurrency);
     this.drive(id);
     return record;
   }
 
   async get(id: string): Promise<{ sweep: SweepRecord; cells: CellRecord[] } | undefined> {
+    const read = await this.read(id);
+    return read && { sweep: read.sweep.value, cells: read.cells.map(([, record]) => record.value) };
+  }
+
+  /** The sweep and its cells with their revisions, from KV. */
+  private async read(
+    id: string,
+  ): Promise<{ sweep: Versioned<SweepRecord>; cells: Array<[string, Versioned<CellRecord>]> } | undefined> {
     const kv = await this.kv();
-    const sweep = (await kv.getJson<SweepRecord>(sweepKey(id)))?.value;
+    const sweep = await kv.getJson<SweepRecord>(sweepKey(id));
     if (!sweep) return undefined;
-    const cells: CellRecord[] = [];
-    for (const cellId of sweep.cellIds) {
-      const record = (await kv.getJson<CellRecord>(cellKey(id, cellId)))?.value;
-      if (record) cells.push(record);
-    }
-    return { sweep, cells };
+    const found = await inBatches(sweep.value.cellIds, async (cellId) => {
+      const record = await kv.getJson<CellRecord>(cellKey(id, cellId));
+      return record ? ([cellId, record] as [string, Versioned<CellRecord>]) : undefined;
+    });
+    return { sweep, cells: found.filter((entry) => entry !== undefined) };
+  }
+
+  /** The sweep's view: the one this controller keeps while it drives or changes the sweep, else read from KV. */
+  private async view(id: string): Promise<SweepView | undefined> {
+    const kept = this.views.get(id);
+    if (kept) return kept;
+    const read = await this.read(id);
+    if (!read) return undefined;
+    const view = this.views.get(id) ?? newView(read.sweep, read.cells);
+    this.views.set(id, view);
+    return view;
   }
 
   async list(): Promise<SweepRecord[]> {
@@ -165,12 +252,17 @@ export class SweepController {
     const sweep = await this.updateSweep(id, (record) => ({ ...record, state: 'cancelled' }));
     this.drivers.get(id)?.abort.abort();
     await this.drivers.get(id)?.done;
-    for (const record of current.cells) {
-      if (record.state === 'pending' || ACTIVE_CELL_STATES.includes(record.state)) {
-        await this.updateCell(id, record.cell.id, (r) => ({ ...r, state: 'cancelled', finishedAt: now() }));
+    const view = await this.view(id);
+    try {
+      for (const { value: record } of [...(view?.cells.values() ?? [])]) {
+        if (record.state === 'pending' || ACTIVE_CELL_STATES.includes(record.state)) {
+          await this.updateCell(id, record.cell.id, (r) => ({ ...r, state: 'cancelled', finishedAt: now() }));
+        }
       }
+      await this.publish(id, { message: 'cancelled' });
+    } finally {
+      if (!this.drivers.has(id)) this.views.delete(id);
     }
-    await this.publish(id, { message: 'cancelled' });
     this.deps.metrics?.sweepFinished(id);
     return sweep;
   }
@@ -191,8 +283,8 @@ export class SweepController {
     const resumed: string[] = [];
     for (const sweep of await this.list()) {
       if (isFinalSweep(sweep.state) || this.drivers.has(sweep.id)) continue;
-      const current = await this.get(sweep.id);
-      for (const record of current?.cells ?? []) {
+      const view = await this.view(sweep.id);
+      for (const { value: record } of [...(view?.cells.values() ?? [])]) {
         if (ACTIVE_CELL_STATES.includes(record.state)) {
           await this.updateCell(sweep.id, record.cell.id, (r) => ({ ...r, state: 'pending' }));
         }
@@ -235,45 +327,65 @@ export class SweepController {
         await this.publish(id, { message }).catch(() => undefined);
         this.deps.metrics?.sweepFinished(id);
       })
-      .finally(() => this.drivers.delete(id));
+      .finally(() => {
+        this.drivers.delete(id);
+        this.views.delete(id);
+      });
     this.drivers.set(id, { abort, done });
   }
 
   private async run(id: string, signal: AbortSignal): Promise<void> {
-    let current = await this.get(id);
-    if (!current) throw new Error(`sweep ${id} not found`);
-    const { sweep } = current;
-    this.deps.metrics?.cellCounts(id, countCells(current.cells));
-    const plan = expandGrid(sweep.spec);
+    const view = await this.view(id);
+    if (!view) throw new Error(`sweep ${id} not found`);
+    const sweep = view.sweep.value;
+    this.deps.metrics?.cellCounts(id, view.counts);
     if (sweep.state === 'splitting') {
-      for (const task of plan.splits) await this.deps.steps.createSplit(task, { specDir: sweep.specDir, sweepId: id });
+      const { splits } = expandGrid(sweep.spec);
+      for (const task of splits) await this.deps.steps.createSplit(task, { specDir: sweep.specDir, sweepId: id });
       if (signal.aborted) return;
       // Only splitting moves on to running: a cancel that came meanwhile stays a cancel.
       await this.updateSweep(id, (record) => (record.state === 'splitting' ? { ...record, state: 'running' } : record));
-      await this.publish(id, { message: `${plan.splits.length} split(s) ready` });
+      view.since = Date.now();
+      await this.publish(id, { message: `${splits.length} split(s) ready` });
     }
     const concurrency =
       this.concurrency.get(id) ?? (sweep.spec.concurrency === 'auto' ? Infinity : sweep.spec.concurrency);
+    const kv = await this.kv();
     const running = new Map<string, Promise<void>>();
+    // Set when a running cell ends; the loop sleeps only while nothing has ended since its last look.
+    let ended = false;
+    let wake: () => void = () => undefined;
+    // For the scheduling latency, a cell that waited for a free slot was ready only once one was:
+    // the wait is the concurrency limit's doing (the queue depth shows it), not the scheduler's.
+    let queued = false;
+    let firstEndAt = 0;
+    // What this driver runs is active, whatever KV says yet (a state write may still be on its
+    // way); what it does not run is not, whatever an earlier controller left there.
+    const stateOf = (cellId: string): CellState | undefined => {
+      if (running.has(cellId)) return 'training';
+      const state = view.cells.get(cellId)?.value.state;
+      return state && ACTIVE_CELL_STATES.includes(state) ? 'pending' : state;
+    };
+    let lookedAt = 0;
     for (;;) {
+      ended = false;
+      const slotAt = queued ? firstEndAt : 0;
+      firstEndAt = 0;
       if (signal.aborted) break;
-      current = await this.get(id);
-      if (!current || isFinalSweep(current.sweep.state)) break;
-      const records = new Map(current.cells.map((record) => [record.cell.id, record]));
-      // What this driver runs is active, whatever KV says yet (a state write may still be on its
-      // way); what it does not run is not, whatever an earlier controller left there.
-      for (const [cellId, record] of records) {
-        if (running.has(cellId)) {
-          if (!ACTIVE_CELL_STATES.includes(record.state)) records.set(cellId, { ...record, state: 'training' });
-        } else if (ACTIVE_CELL_STATES.includes(record.state)) {
-          records.set(cellId, { ...record, state: 'pending' });
-        }
+      // A cancel may come through another controller: read the sweep's record (with every cell
+      // id, 330 KB at 5000 cells) at most once a second rather than on every turn.
+      if (Date.now() - lookedAt >= SWEEP_REREAD_MS) {
+        lookedAt = Date.now();
+        const latest = await kv.getJson<SweepRecord>(sweepKey(id));
+        if (!latest) break;
+        if (latest.revision > view.sweep.revision) view.sweep = latest;
       }
-      const { start, block } = schedule(records, concurrency);
-      const ready = [...records.values()].filter(
-        (r) => r.state === 'pending' && r.cell.deps.every((dep) => records.get(dep)?.state === 'succeeded'),
-      );
-      this.deps.metrics?.queueDepth(id, ready.length - start.length);
+      if (isFinalSweep(view.sweep.value.state)) break;
+      const candidates: CellRecord[] = [];
+      for (const cellId of view.unsettled) if (!running.has(cellId)) candidates.push(view.cells.get(cellId)!.value);
+      const { start, block, ready } = schedule(candidates, stateOf, concurrency - running.size);
+      this.deps.metrics?.queueDepth(id, ready - start.length);
+      queued = ready > start.length;
       for (const cellId of block) {
         await this.updateCell(id, cellId, (r) => ({
           ...r,
@@ -283,30 +395,44 @@ export class SweepController {
         }));
       }
       for (const cellId of start) {
-        const { cell } = records.get(cellId)!;
-        const { maxAttempts } = current.sweep;
+        const { cell } = view.cells.get(cellId)!.value;
+        const readyAt = Math.max(this.readyAt(view, cell), slotAt);
+        const { maxAttempts } = view.sweep.value;
         const attributes = { [ATTRIBUTES.cellId]: cell.id, [ATTRIBUTES.cellName]: cell.name };
-        const task = withSpan('cell', { attributes }, () => this.runCell(id, cell, maxAttempts, signal)).finally(() =>
-          running.delete(cellId),
-        );
+        const task = withSpan('cell', { attributes }, () =>
+          this.runCell(id, cell, { maxAttempts, signal, readyAt }),
+        ).finally(() => {
+          running.delete(cellId);
+          firstEndAt ||= Date.now();
+          ended = true;
+          wake();
+        });
         running.set(cellId, task);
       }
       if (block.length > 0) continue;
       if (running.size === 0) {
-        const counts = countCells([...records.values()]);
+        const counts = view.counts;
         const state: SweepState = counts.failed + counts.blocked > 0 ? 'failed' : 'succeeded';
         await this.updateSweep(id, (record) => ({ ...record, state }));
         await this.publish(id, { message: `sweep ${state}` });
         this.deps.metrics?.sweepFinished(id);
         break;
       }
-      await Promise.race(running.values());
+      if (!ended) await new Promise<void>((resolve) => (wake = resolve));
     }
     await Promise.allSettled(running.values());
   }
 
+  /** When the cell became ready to run: its last dependency succeeded, its last attempt failed, or the sweep began. */
+  private readyAt(view: SweepView, cell: Cell): number {
+    let at = view.retriedAt.get(cell.id) ?? view.since;
+    for (const dep of cell.deps) at = Math.max(at, view.succeededAt.get(dep) ?? view.since);
+    return at;
+  }
+
   /** One cell through its steps, with retries that resume from the cell's checkpoint. */
-  private async runCell(id: string, cell: Cell, maxAttempts: number, signal: AbortSignal): Promise<void> {
+  private async runCell(id: string, cell: Cell, options: LaunchOptions): Promise<void> {
+    const { signal } = options;
     const reuse = async (): Promise<boolean> => {
       const stored = await readResult(this.deps.store, cell.id);
       if (!stored) return false;
@@ -327,35 +453,41 @@ export class SweepController {
     try {
       // The sweep that held the lease may have finished the cell meanwhile.
       if (await reuse()) return;
-      await this.runLeasedCell(id, cell, maxAttempts, AbortSignal.any([signal, lease.lost]));
+      await this.runLeasedCell(id, cell, { ...options, signal: AbortSignal.any([signal, lease.lost]) });
     } finally {
       await (this.detaching ? lease.keep() : lease.release());
     }
   }
 
-  private async runLeasedCell(id: string, cell: Cell, maxAttempts: number, signal: AbortSignal): Promise<void> {
+  private async runLeasedCell(id: string, cell: Cell, options: LaunchOptions): Promise<void> {
+    const { maxAttempts, signal } = options;
+    // The attempt is counted in the same write as the cell's first state, one KV write fewer per cell.
+    const first: CellState =
+      cell.kind === 'measure' ? 'evaluating' : cell.kind === 'base' ? 'training' : 'transplanting';
     const { attempts: attempt, startedAt } = await this.updateCell(id, cell.id, (r) => ({
       ...r,
+      state: first,
       attempts: r.attempts + 1,
       // A new attempt: what the executor said about the last one no longer holds.
       status: undefined,
       startedAt: r.startedAt ?? now(),
     }));
     const seconds = (): number => (Date.now() - Date.parse(startedAt ?? now())) / 1000;
+    const launched = (): void => this.deps.metrics?.cellLaunched(id, (Date.now() - options.readyAt) / 1000);
     try {
       if (cell.kind === 'measure') {
         // Nothing to train: its base nets are its dependencies, and the evaluator measures them.
-        await this.setCellState(id, cell.id, 'evaluating');
+        launched();
         await this.deps.steps.measure(cell, { sweepId: id });
         await this.setCellState(id, cell.id, 'succeeded', { finishedAt: now(), error: undefined });
         this.deps.metrics?.cellFinished(id, cell, 'succeeded', seconds());
         return;
       }
       if (cell.kind !== 'base') {
-        await this.setCellState(id, cell.id, 'transplanting');
         await this.deps.steps.transplant(cell, { sweepId: id });
+        await this.setCellState(id, cell.id, 'training');
       }
-      await this.setCellState(id, cell.id, 'training');
+      launched();
       const outcome = await this.train(id, cell, attempt, signal);
       if (outcome === 'interrupted') return;
       await this.setCellState(id, cell.id, 'evaluating');
@@ -369,6 +501,7 @@ export class SweepController {
       const retryable = (error as { retryable?: boolean }).retryable !== false;
       const final = !retryable || attempt >= maxAttempts;
       this.deps.log?.('cell failed', { sweepId: id, cellId: cell.id, attempt, error: message, final });
+      if (!final) this.views.get(id)?.retriedAt.set(cell.id, Date.now());
       await this.setCellState(id, cell.id, final ? 'failed' : 'pending', {
         error: `attempt ${attempt}/${maxAttempts}: ${message}`,
         ...(final ? { finishedAt: now() } : {}),
@@ -397,7 +530,7 @@ export class SweepController {
           void this.noteStatus(
             id,
             cell.id,
-            `queued: all ${cap} trainer slots are taken (TRANSFERLAB_TRAINER_CAP=${cap}; by sweeps ${sweeps})`,
+            `queued: all ${cap} trainer slots are taken (TRANSFERLAB_MAX_TRAINERS=${cap}; by sweeps ${sweeps})`,
           ).catch(() => undefined);
         },
       },
@@ -425,41 +558,66 @@ export class SweepController {
     cellId: string,
     change: (record: CellRecord) => CellRecord,
   ): Promise<CellRecord> {
-    const next = await this.mutate<CellRecord>(cellKey(id, cellId), change);
-    await this.publish(id, { cellId, cellState: next.state, message: next.error });
-    return next;
+    const view = this.views.get(id);
+    const next = await this.mutate<CellRecord>(cellKey(id, cellId), change, view?.cells.get(cellId));
+    if (view) remember(view, cellId, next);
+    await this.publish(id, { cellId, cellState: next.value.state, message: next.value.error });
+    return next.value;
   }
 
   private async updateSweep(id: string, change: (record: SweepRecord) => SweepRecord): Promise<SweepRecord> {
-    return this.mutate<SweepRecord>(sweepKey(id), (record) => ({ ...change(record), updatedAt: now() }));
+    const view = this.views.get(id);
+    const next = await this.mutate<SweepRecord>(
+      sweepKey(id),
+      (record) => ({ ...change(record), updatedAt: now() }),
+      view?.sweep,
+    );
+    if (view && next.revision > view.sweep.revision) view.sweep = next;
+    return next.value;
   }
 
-  /** Compare-and-set with retries: concurrent writers (two cells finishing at once) never lose an update. */
-  private async mutate<T>(key: string, change: (value: T) => T): Promise<T> {
+  /**
+   * Compare-and-set with retries: concurrent writers (two cells finishing at once) never lose an
+   * update. Starts from the revision the caller holds, when it holds one, and reads only when
+   * that turns out stale.
+   */
+  private async mutate<T>(key: string, change: (value: T) => T, held?: Versioned<T>): Promise<Versioned<T>> {
     const kv = await this.kv();
+    let current = held ?? (await kv.getJson<T>(key));
     for (let tries = 0; ; tries++) {
-      const current = await kv.getJson<T>(key);
       if (!current) throw new Error(`no ${key} in KV bucket ${SWEEPS_BUCKET}`);
       const next = change(current.value);
       try {
-        await kv.updateJson(key, next, current.revision);
-        return next;
+        return { value: next, revision: await kv.updateJson(key, next, current.revision) };
       } catch (error) {
         if (!(error instanceof RevisionMismatchError) || tries > 20) throw error;
+        current = await kv.getJson<T>(key);
       }
     }
   }
 
   private async publish(id: string, event: Omit<SweepEvent, 'sweepId' | 'state' | 'counts'>): Promise<void> {
-    const current = await this.get(id);
-    if (!current) return;
-    const payload: SweepEvent = {
-      sweepId: id,
-      state: current.sweep.state,
-      counts: countCells(current.cells),
-      ...event,
-    };
+    const view = this.views.get(id);
+    let state: SweepState;
+    let counts: Record<CellState, number>;
+    if (view) {
+      state = view.sweep.value.state;
+      counts = { ...view.counts };
+    } else {
+      const current = await this.get(id);
+      if (!current) return;
+      state = current.sweep.state;
+      counts = countCells(current.cells);
+    }
+    const payload: SweepEvent = { sweepId: id, state, counts, ...event };
     this.deps.metrics?.cellCounts(id, payload.counts);
     await this.deps.bus.publish(sweepEventSubject(id), payload);
   }
+}
+
+interface LaunchOptions {
+  maxAttempts: number;
+  signal: AbortSignal;
+  /** When the cell became ready to run (ms since the epoch), for the scheduling latency. */
+  readyAt: number;
 }

@@ -13,6 +13,8 @@ export const TSX = import.meta.resolve('tsx');
 
 export interface OwnNats {
   url: string;
+  /** The monitoring endpoint, e.g. for `/jsz?consumers=true`. */
+  monitorUrl: string;
   dir: string;
   /** Stops exactly this server (scripts/nats-stop.sh); its JetStream store stays in `dir`. */
   stop(): Promise<void>;
@@ -30,6 +32,7 @@ export async function ownNats(dir: string): Promise<OwnNats> {
   await start();
   return {
     url: `nats://127.0.0.1:${port}`,
+    monitorUrl: `http://127.0.0.1:${monitor}`,
     dir,
     start,
     stop: async () => {
@@ -84,4 +87,28 @@ export function logLines(output: string, msg: RegExp): Array<Record<string, unkn
       }
     })
     .filter((line) => typeof line.msg === 'string' && msg.test(line.msg));
+}
+
+export interface ConsumerCounts {
+  num_ack_pending: number;
+  num_redelivered: number;
+  num_pending: number;
+}
+
+/** A JetStream consumer's counts, from the server's monitoring endpoint. */
+export async function consumerCounts(nats: OwnNats, stream: string, consumer: string): Promise<ConsumerCounts> {
+  const response = await fetch(`${nats.monitorUrl}/jsz?consumers=true`);
+  const jsz = (await response.json()) as {
+    account_details?: Array<{
+      stream_detail?: Array<{ name: string; consumer_detail?: Array<ConsumerCounts & { name: string }> }>;
+    }>;
+  };
+  for (const account of jsz.account_details ?? []) {
+    for (const detail of account.stream_detail ?? []) {
+      if (detail.name !== stream) continue;
+      const found = detail.consumer_detail?.find((c) => c.name === consumer);
+      if (found) return found;
+    }
+  }
+  throw new Error(`no consumer ${consumer} on stream ${stream} at ${nats.monitorUrl}/jsz`);
 }

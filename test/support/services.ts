@@ -37,6 +37,8 @@ export interface ServicesOptions {
   metrics?: boolean;
   /** More environment for every service (and so for the trainers the controller starts). */
   env?: Record<string, string>;
+  /** The services to start; default all. The addresses in `env` name every one. */
+  only?: readonly ServiceName[];
 }
 
 export interface Services {
@@ -113,7 +115,8 @@ export async function startServices(options: ServicesOptions): Promise<Services>
       ),
     );
   };
-  for (const name of SERVICES) {
+  const started = options.only ?? SERVICES;
+  for (const name of started) {
     const child = spawn(process.execPath, ['--import', tsx, join(REPO, 'services', name, 'src', 'main.ts')], {
       env: {
         ...process.env,
@@ -132,7 +135,7 @@ export async function startServices(options: ServicesOptions): Promise<Services>
     processes.push(child);
   }
   try {
-    await Promise.all(SERVICES.map((name) => healthy(`127.0.0.1:${ports[name]}`, 60_000)));
+    await Promise.all(started.map((name) => healthy(`127.0.0.1:${ports[name]}`, 60_000)));
   } catch (error) {
     await stop();
     throw new Error(`${(error as Error).message}\n${logs()}`);

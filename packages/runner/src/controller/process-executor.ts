@@ -7,6 +7,12 @@ import { CellRunError, type Executor } from './ports.ts';
 /** The trainer's entry point in this workspace: `services/trainer/src/main.ts`. */
 export const TRAINER_ENTRY = fileURLToPath(new URL('../../../../services/trainer/src/main.ts', import.meta.url));
 
+/**
+ * Set to `1` in each trainer's environment: the trainer stops (with a checkpoint) when its
+ * parent, this process, is gone, so a controller killed outright leaves no trainer behind.
+ */
+export const STOP_WITH_PARENT_ENV = 'TRANSFERLAB_STOP_WITH_PARENT';
+
 /** What `trainer run-cell` exit codes mean (services/trainer/README.md). */
 export const TRAINER_EXIT_CODES = { trained: 0, failed: 1, usage: 2, interrupted: 143 } as const;
 
@@ -154,7 +160,10 @@ export class ProcessExecutor implements Executor {
     ];
     // Telemetry: a metrics port of its own, and the trace context of the cell's span.
     const metricsPort = this.freeMetricsPorts.shift();
-    const telemetryEnv: NodeJS.ProcessEnv = { TRANSFERLAB_METRICS_PORT: metricsPort?.toString() ?? 'off' };
+    const telemetryEnv: NodeJS.ProcessEnv = {
+      TRANSFERLAB_METRICS_PORT: metricsPort?.toString() ?? 'off',
+      [STOP_WITH_PARENT_ENV]: '1',
+    };
     const traceparent = currentTraceparent();
     if (traceparent) telemetryEnv.TRANSFERLAB_TRACEPARENT = traceparent;
     // The trainer runs from its TypeScript sources through tsx, resolved from here so any cwd works.

@@ -39,6 +39,8 @@ export interface ServicesOptions {
   env?: Record<string, string>;
   /** Keep every byte each service writes (allOutput), not only the last 20 KB. Default off. */
   keepAllOutput?: boolean;
+  /** The services to start; default all. The addresses in `env` name every one. */
+  only?: readonly ServiceName[];
 }
 
 export interface Services {
@@ -118,7 +120,8 @@ export async function startServices(options: ServicesOptions): Promise<Services>
       ),
     );
   };
-  for (const name of SERVICES) {
+  const started = options.only ?? SERVICES;
+  for (const name of started) {
     const child = spawn(process.execPath, ['--import', tsx, join(REPO, 'services', name, 'src', 'main.ts')], {
       env: {
         ...process.env,
@@ -140,7 +143,7 @@ export async function startServices(options: ServicesOptions): Promise<Services>
   try {
     // With TRANSFERLAB_TLS_* in env the services speak TLS, and the check does too.
     const security = clientSecurityFromEnv({ ...process.env, ...env });
-    await Promise.all(SERVICES.map((name) => healthy(`127.0.0.1:${ports[name]}`, 60_000, { security })));
+    await Promise.all(started.map((name) => healthy(`127.0.0.1:${ports[name]}`, 60_000, { security })));
   } catch (error) {
     await stop();
     throw new Error(`${(error as Error).message}\n${logs()}`);

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
   type TrainState,
   isTrainCheckpoint,
+  CorruptCheckpointError,
   loadCheckpoint,
   loadModel,
   namedWeightsFromCheckpoint,
@@ -150,6 +151,50 @@ describe('checkpoint', () => {
     await writeFile(path, data);
     await expect(loadCheckpoint(store, 'cells/d')).rejects.toThrow(
       `checkpoint object ${store.describe(key)} is corrupt: its sha256 is ${sha256(data)}, the manifest records ${expected}`,
+    );
+  });
+
+  test('with keepPrevious, a corrupt latest checkpoint falls back to the previous one, never loaded itself', async () => {
+    const optimizerWeights = await serializeOptimizer(optimizer);
+    const save = (step: number) =>
+      saveCheckpoint(
+        store,
+        'cells/f',
+        { model, optimizer: optimizerWeights, state: { ...state, step } },
+        {
+          keepPrevious: true,
+        },
+      );
+    await save(1);
+    await save(2);
+    await save(3);
+    // Two checkpoints: 4 shared objects, one state each, and both manifests.
+    expect(await store.list('cells/f/')).toHaveLength(4 + 2 + 2);
+    expect((await loadCheckpoint(store, 'cells/f'))?.state?.step).toBe(3);
+
+    const latest = JSON.parse(await readFile(join(dir, 'cells', 'f', 'manifest.json'), 'utf8')) as {
+      objects: Array<{ role: string; key: string }>;
+    };
+    const statePath = join(dir, 'cells', 'f', latest.objects.find((o) => o.role === 'state')!.key);
+    const data = await readFile(statePath);
+    data[5] = data[5]! ^ 1;
+    await writeFile(statePath, data);
+    await expect(loadCheckpoint(store, 'cells/f')).rejects.toThrow(CorruptCheckpointError);
+    const rejected: string[] = [];
+    const loaded = await loadCheckpoint(store, 'cells/f', { onRejected: (error) => rejected.push(error.message) });
+    expect(loaded?.state?.step).toBe(2);
+    expect(rejected).toEqual([expect.stringMatching(/state-[0-9a-f]{16}\.json is corrupt: its sha256 is/)]);
+
+    // Both damaged: a loud error naming both, not a fresh start.
+    const previous = JSON.parse(await readFile(join(dir, 'cells', 'f', 'manifest.previous.json'), 'utf8')) as {
+      objects: Array<{ role: string; key: string }>;
+    };
+    const weightsPath = join(dir, 'cells', 'f', previous.objects.find((o) => o.role === 'weights')!.key);
+    const weights = await readFile(weightsPath);
+    weights[7] = weights[7]! ^ 1;
+    await writeFile(weightsPath, weights);
+    await expect(loadCheckpoint(store, 'cells/f', { onRejected: () => undefined })).rejects.toThrow(
+      /is corrupt: .*; the previous checkpoint too: .*weights-[0-9a-f]{16}\.bin is corrupt/,
     );
   });
 

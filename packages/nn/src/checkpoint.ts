@@ -8,11 +8,15 @@
  *   optimizer-weights-<h>.bin iterations and momentum buffers    (training checkpoints only)
  *   state-<h>.json            the loop's position and history   (training checkpoints only)
  *   manifest.json             every object above with its sha256 and size; written last
+ *   manifest.previous.json    with `keepPrevious`: the manifest this one replaced
  *
  * <h> is the start of the object's sha256. Overwriting a checkpoint therefore never touches
  * the objects the current manifest names: the new objects go beside them, the manifest is
- * swapped atomically, and only then are the old objects deleted. A crash at any point leaves
- * either the old or the new checkpoint readable, and a present manifest means a complete one.
+ * swapped atomically, and only then are the objects neither manifest names deleted. A crash at
+ * any point leaves either the old or the new checkpoint readable, and a present manifest means
+ * a complete one. A training checkpoint keeps the one before it too (`keepPrevious`), so an
+ * object damaged after it was written (a flipped byte on disk) costs one checkpoint's work, not
+ * the cell's: loading refuses the damaged one and `onRejected` lets the caller take the previous.
  */
 import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs-core';
@@ -98,6 +102,28 @@ export interface CheckpointManifest {
 }
 
 const MANIFEST = 'manifest.json';
+const PREVIOUS_MANIFEST = 'manifest.previous.json';
+
+/** A checkpoint whose manifest or objects do not match what was written: never loaded. */
+export class CorruptCheckpointError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'CorruptCheckpointError';
+  }
+}
+
+export interface SaveCheckpointOptions {
+  /** Keep the checkpoint this one replaces, as `manifest.previous.json` and its objects. */
+  keepPrevious?: boolean;
+}
+
+export interface LoadCheckpointOptions {
+  /**
+   * Called when the latest checkpoint is corrupt and the previous one is tried instead; without
+   * it a corrupt checkpoint throws. Throws when the previous one is missing or corrupt too.
+   */
+  onRejected?: (error: CorruptCheckpointError) => void;
+}
 const OBJECT_NAME = /^(model|weights|optimizer|optimizer-weights|state)-[0-9a-f]{16}\.(json|bin)$/;
 
 /** A live net's weights and topology, detached from the net. */
@@ -228,6 +254,7 @@ export async function saveCheckpoint(
   store: ObjectStore,
   prefix: string,
   checkpoint: CheckpointInput,
+  options: SaveCheckpointOptions = {},
 ): Promise<CheckpointManifest> {
   const model = checkpoint.model instanceof tfl.LayersModel ? await serializeModel(checkpoint.model) : checkpoint.model;
   const encoder = new TextEncoder();
@@ -259,9 +286,24 @@ export async function saveCheckpoint(
     await store.put(keyOf(prefix, key), bytes, { metadata: { sha256: hash } });
     manifest.objects.push({ role, key, sha256: hash, size: bytes.length });
   }
+  const kept = new Set<string>();
+  if (options.keepPrevious) {
+    // The manifest being replaced becomes the previous one; the objects it names stay. One that
+    // cannot be parsed is not worth keeping: the previous slot is left as it was.
+    const old = await readManifestIfValid(store, keyOf(prefix, MANIFEST));
+    if (old) {
+      await store.put(keyOf(prefix, PREVIOUS_MANIFEST), old.bytes);
+      for (const object of old.manifest.objects) kept.add(object.key);
+    } else {
+      const previous = await readManifestIfValid(store, keyOf(prefix, PREVIOUS_MANIFEST));
+      for (const object of previous?.manifest.objects ?? []) kept.add(object.key);
+    }
+  } else if ((await store.stat(keyOf(prefix, PREVIOUS_MANIFEST))) !== undefined) {
+    await store.delete(keyOf(prefix, PREVIOUS_MANIFEST));
+  }
   await store.put(keyOf(prefix, MANIFEST), encoder.encode(JSON.stringify(manifest, null, 2)));
 
-  const current = new Set(manifest.objects.map((object) => object.key));
+  const current = new Set([...manifest.objects.map((object) => object.key), ...kept]);
   const base = prefix === '' ? '' : `${trimSlash(prefix)}/`;
   for (const key of await store.list(base)) {
     const name = key.slice(base.length);
@@ -272,34 +314,79 @@ export async function saveCheckpoint(
 
 /**
  * Reads the checkpoint under `prefix`, verifying every object's sha256; undefined when there is
- * no manifest (no checkpoint, or one whose writing never finished).
+ * no manifest (no checkpoint, or one whose writing never finished). A corrupt checkpoint throws
+ * CorruptCheckpointError, or with `onRejected`, the previous checkpoint is loaded instead.
  */
-export async function loadCheckpoint(store: ObjectStore, prefix: string): Promise<Checkpoint | undefined> {
+export async function loadCheckpoint(
+  store: ObjectStore,
+  prefix: string,
+  options: LoadCheckpointOptions = {},
+): Promise<Checkpoint | undefined> {
   const manifestKey = keyOf(prefix, MANIFEST);
   if ((await store.stat(manifestKey)) === undefined) return undefined;
+  try {
+    return await loadFromManifest(store, prefix, manifestKey);
+  } catch (error) {
+    if (!(error instanceof CorruptCheckpointError) || options.onRejected === undefined) throw error;
+    const previousKey = keyOf(prefix, PREVIOUS_MANIFEST);
+    if ((await store.stat(previousKey)) === undefined) {
+      throw new CorruptCheckpointError(`${error.message}; there is no previous checkpoint to resume from`, {
+        cause: error,
+      });
+    }
+    options.onRejected(error);
+    try {
+      return await loadFromManifest(store, prefix, previousKey);
+    } catch (previousError) {
+      if (!(previousError instanceof CorruptCheckpointError)) throw previousError;
+      throw new CorruptCheckpointError(`${error.message}; the previous checkpoint too: ${previousError.message}`, {
+        cause: previousError,
+      });
+    }
+  }
+}
+
+async function loadFromManifest(store: ObjectStore, prefix: string, manifestKey: string): Promise<Checkpoint> {
   const manifest = parseManifest(await store.get(manifestKey), store.describe(manifestKey));
 
   const read = async (role: Role): Promise<Buffer | undefined> => {
     const entry = manifest.objects.find((object) => object.role === role);
     if (entry === undefined) return undefined;
     const key = keyOf(prefix, entry.key);
-    const bytes = await store.get(key);
+    let bytes: Buffer;
+    try {
+      bytes = await store.get(key);
+    } catch (error) {
+      // Missing, or refused by the store's own content hash (S3): as corrupt as a bad sha256.
+      const name = (error as Error).name;
+      if (name !== 'ObjectNotFoundError' && name !== 'ObjectIntegrityError') throw error;
+      throw new CorruptCheckpointError(
+        `checkpoint object ${store.describe(key)} cannot be read: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
     const actual = sha256(bytes);
     if (actual !== entry.sha256) {
-      throw new Error(
+      throw new CorruptCheckpointError(
         `checkpoint object ${store.describe(key)} is corrupt: its sha256 is ${actual}, the manifest records ${entry.sha256}`,
       );
     }
     return bytes;
   };
-  const json = (bytes: Buffer): unknown => JSON.parse(bytes.toString('utf8'));
+  const json = (bytes: Buffer, role: Role): unknown => {
+    try {
+      return JSON.parse(bytes.toString('utf8'));
+    } catch (error) {
+      throw new CorruptCheckpointError(`checkpoint ${role} object under ${prefix} is not JSON`, { cause: error });
+    }
+  };
 
   const modelBytes = await read('model');
   const weightBytes = await read('weights');
   if (modelBytes === undefined || weightBytes === undefined) {
-    throw new Error(`checkpoint manifest ${store.describe(manifestKey)} names no model or no weights`);
+    throw new CorruptCheckpointError(`checkpoint manifest ${store.describe(manifestKey)} names no model or no weights`);
   }
-  const modelJson = json(modelBytes) as {
+  const modelJson = json(modelBytes, 'model') as {
     modelTopology: object;
     weightsManifest: Array<{ weights: tf.io.WeightsManifestEntry[] }>;
     format?: string;
@@ -319,11 +406,11 @@ export async function loadCheckpoint(store: ObjectStore, prefix: string): Promis
   const optimizerBytes = await read('optimizer');
   const optimizerWeights = await read('optimizer-weights');
   if (optimizerBytes !== undefined && optimizerWeights !== undefined) {
-    const { specs } = json(optimizerBytes) as { specs: tf.io.WeightsManifestEntry[] };
+    const { specs } = json(optimizerBytes, 'optimizer') as { specs: tf.io.WeightsManifestEntry[] };
     checkpoint.optimizer = { specs, data: ownBuffer(optimizerWeights) };
   }
   const stateBytes = await read('state');
-  if (stateBytes !== undefined) checkpoint.state = json(stateBytes) as TrainState;
+  if (stateBytes !== undefined) checkpoint.state = json(stateBytes, 'state') as TrainState;
   return checkpoint;
 }
 
@@ -334,12 +421,29 @@ export async function loadModel(store: ObjectStore, prefix: string): Promise<tfl
   return modelFromArtifacts(checkpoint.model);
 }
 
+/** The manifest at `key` and its bytes, or undefined when absent or not a valid manifest. */
+async function readManifestIfValid(
+  store: ObjectStore,
+  key: string,
+): Promise<{ bytes: Buffer; manifest: CheckpointManifest } | undefined> {
+  if ((await store.stat(key)) === undefined) return undefined;
+  const bytes = await store.get(key);
+  try {
+    return { bytes, manifest: parseManifest(bytes, key) };
+  } catch (error) {
+    if (error instanceof CorruptCheckpointError) return undefined;
+    throw error;
+  }
+}
+
 function parseManifest(bytes: Buffer, where: string): CheckpointManifest {
   let manifest: Partial<CheckpointManifest>;
   try {
     manifest = JSON.parse(bytes.toString('utf8')) as Partial<CheckpointManifest>;
   } catch (error) {
-    throw new Error(`checkpoint manifest ${where} is unreadable (truncated or corrupt): ${(error as Error).message}`);
+    throw new CorruptCheckpointError(
+      `checkpoint manifest ${where} is unreadable (truncated or corrupt): ${(error as Error).message}`,
+    );
   }
   const valid =
     manifest.format === 'transferlab-checkpoint' &&
@@ -352,7 +456,9 @@ function parseManifest(bytes: Buffer, where: string): CheckpointManifest {
         typeof object.sha256 === 'string' &&
         /^[0-9a-f]{64}$/.test(object.sha256),
     );
-  if (!valid) throw new Error(`checkpoint manifest ${where} is not a version 1 transferlab checkpoint manifest`);
+  if (!valid) {
+    throw new CorruptCheckpointError(`checkpoint manifest ${where} is not a version 1 transferlab checkpoint manifest`);
+  }
   return manifest as CheckpointManifest;
 }
 

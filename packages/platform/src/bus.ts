@@ -235,13 +235,32 @@ export function encodePayload(data: Payload, where: string): Uint8Array {
   return encoder.encode(text);
 }
 
+/**
+ * A message no delivery can ever handle (not JSON, or JSON of the wrong shape): a handler throws
+ * it, or `json()` does, and the bus sets the message aside at once (NATS: term) with one
+ * warning naming the subject and sequence, instead of redelivering it maxDeliver times. Its
+ * message must never quote the payload.
+ */
+export class PoisonMessageError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'PoisonMessageError';
+  }
+}
+
+export function isPoisonMessage(error: unknown): boolean {
+  return (
+    error instanceof PoisonMessageError || (error as { name?: unknown } | undefined)?.name === 'PoisonMessageError'
+  );
+}
+
 export function decodeJson<T>(data: Uint8Array, where: string): T {
-  const text = decoder.decode(data);
   try {
-    return JSON.parse(text) as T;
+    return JSON.parse(decoder.decode(data)) as T;
   } catch (error) {
-    const start = text.length > 40 ? `${text.slice(0, 40)}...` : text;
-    throw new Error(`${where}: payload is not JSON (${(error as Error).message}): '${start}'`, { cause: error });
+    // The parser's own message quotes the text it choked on: only its kind is kept.
+    const kind = (error as Error).name;
+    throw new PoisonMessageError(`${where}: payload of ${data.length} bytes is not JSON (${kind})`);
   }
 }
 

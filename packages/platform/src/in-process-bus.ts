@@ -25,6 +25,7 @@ import {
   assertHeaders,
   checkHistory,
   decodeJson,
+  isPoisonMessage,
   encodePayload,
   nonNegativeNumber,
   positiveInteger,
@@ -350,6 +351,14 @@ class MemoryConsumer {
   settle(delivery: Delivery, error: unknown, retryDelayMs: number): void {
     const { msg, deliveryCount } = delivery;
     if (error === undefined) {
+      if (this.stream.retention === 'work-queue') this.stream.remove(msg.seq);
+      return;
+    }
+    if (isPoisonMessage(error)) {
+      this.host.logger?.warn(
+        { stream: this.stream.name, subject: msg.subject, seq: msg.seq, reason: (error as Error).message },
+        'undecodable or invalid message set aside',
+      );
       if (this.stream.retention === 'work-queue') this.stream.remove(msg.seq);
       return;
     }

@@ -14,22 +14,24 @@ export class LocalFolderStore implements ObjectStore {
 
   async put(key: string, data: Uint8Array, options: { metadata?: Record<string, string> } = {}): Promise<void> {
     const target = this.path(key);
-    await mkdir(dirname(target), { recursive: true });
-    // Write to a temporary name and rename: a crash never leaves a partial object under the real key.
+    // Write to temporary names and rename: a crash never leaves a partial object under the real
+    // key. Both files are written before either is renamed, so a write that fails (a full disk)
+    // leaves the object as it was, its metadata included.
     const tmp = `${target}.tmp-${randomBytes(6).toString('hex')}`;
+    const metadata = options.metadata && Object.keys(options.metadata).length > 0 ? options.metadata : undefined;
     // Only a failed put leaves temporaries to remove: a put is 4 file operations, not 6, which
     // is what a controller storing 5000 cells at a sweep's start pays (bench/controller-scale.ts).
     let done = false;
     try {
-      if (options.metadata && Object.keys(options.metadata).length > 0) {
-        await writeFile(`${tmp}.meta`, JSON.stringify(options.metadata));
-        await rename(`${tmp}.meta`, `${target}.meta~`);
-      } else {
-        await rm(`${target}.meta~`, { force: true });
-      }
+      await mkdir(dirname(target), { recursive: true });
+      if (metadata) await writeFile(`${tmp}.meta`, JSON.stringify(metadata));
       await writeFile(tmp, data);
+      if (metadata) await rename(`${tmp}.meta`, `${target}.meta~`);
+      else await rm(`${target}.meta~`, { force: true });
       await rename(tmp, target);
       done = true;
+    } catch (error) {
+      throw storeError(`cannot store ${key} (${data.length} bytes) at ${target}`, error);
     } finally {
       if (!done) {
         await rm(tmp, { force: true });
@@ -96,4 +98,21 @@ export class LocalFolderStore implements ObjectStore {
   describe(key: string): string {
     return join(this.root, ...key.split('/'));
   }
+}
+
+/**
+ * An fs error with what was being done and where; ENOSPC and EDQUOT are said in words, since
+ * Node's own message for them names neither the file nor the object.
+ */
+function storeError(context: string, error: unknown): Error {
+  const code = (error as NodeJS.ErrnoException).code;
+  const reason =
+    code === 'ENOSPC'
+      ? 'no space left on the device (ENOSPC): free space or move the store (TRANSFERLAB_STORE)'
+      : code === 'EDQUOT'
+        ? 'disk quota exceeded (EDQUOT)'
+        : (error as Error).message;
+  const wrapped = new Error(`${context}: ${reason}`, { cause: error });
+  if (code !== undefined) (wrapped as NodeJS.ErrnoException).code = code;
+  return wrapped;
 }

@@ -48,6 +48,7 @@ import {
   checkHistory,
   decodeJson,
   encodePayload,
+  isPoisonMessage,
   nonNegativeNumber,
   positiveInteger,
 } from './bus.ts';
@@ -464,7 +465,14 @@ class PullSubscription implements Subscription {
       await this.handler(msg);
       quietly(() => m.ack());
     } catch (error) {
-      if (msg.deliveryCount >= this.settings.maxDeliver) {
+      if (isPoisonMessage(error)) {
+        // Retrying cannot help: off the consumer now, the stream keeps it for inspection.
+        quietly(() => m.term());
+        this.logger?.warn(
+          { subject: m.subject, seq: m.seq, deliveries: msg.deliveryCount, reason: (error as Error).message },
+          'undecodable or invalid message set aside',
+        );
+      } else if (msg.deliveryCount >= this.settings.maxDeliver) {
         quietly(() => m.term());
         this.logger?.warn(
           { subject: m.subject, seq: m.seq, deliveries: msg.deliveryCount, err: error },

@@ -81,12 +81,16 @@ export async function trainCell(
   // Every checkpoint goes through here, so its size and time reach the telemetry hook.
   const storeCheckpoint = async (prefix: string, checkpoint: Parameters<typeof saveCheckpoint>[2], final: boolean) => {
     const begun = performance.now();
-    const manifest = await saveCheckpoint(store, prefix, checkpoint);
+    // The rolling checkpoint keeps the one before it: a damaged latest one costs one interval.
+    const manifest = await saveCheckpoint(store, prefix, checkpoint, { keepPrevious: !final });
     const bytes = manifest.objects.reduce((sum, object) => sum + object.size, 0);
     options.onCheckpoint?.({ bytes, seconds: (performance.now() - begun) / 1000, final });
   };
   try {
-    const saved = await loadCheckpoint(store, cellKeys.checkpoint(cell.id));
+    const saved = await loadCheckpoint(store, cellKeys.checkpoint(cell.id), {
+      onRejected: (error) =>
+        options.log?.('checkpoint rejected, resuming from the previous one', { cell: cell.name, error: error.message }),
+    });
     const resume = saved && isTrainCheckpoint(saved) ? saved : undefined;
     if (resume) options.log?.('resuming from checkpoint', { cell: cell.name, epoch: resume.state.epoch });
 

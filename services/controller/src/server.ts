@@ -18,6 +18,7 @@ import {
   type KeyValueStore,
   type Logger,
   type ObjectStore,
+  PoisonMessageError,
   RevisionMismatchError,
   SWEEPS_BUCKET,
   type Subscription,
@@ -374,9 +375,7 @@ export function createServer(deps: ServerDeps): SweepServiceServer {
     let finalTimer: NodeJS.Timeout | undefined;
     try {
       subscriptions.push(
-        await bus.subscribe(sweepEventSubject(id), (message) =>
-          push({ kind: 'event', event: message.json<BusSweepEvent>() }),
-        ),
+        await bus.subscribe(sweepEventSubject(id), (message) => push({ kind: 'event', event: sweepEventOf(message) })),
         await bus.subscribe(cellProgressFilter(id), (message) =>
           push({ kind: 'progress', cellId: message.subject.split('.').pop()!, message }),
         ),
@@ -492,4 +491,29 @@ function decodePageToken(token: string): SweepRecord {
     // Falls through to the error below.
   }
   throw grpcError(grpc.status.INVALID_ARGUMENT, 'page_token: not a token from a previous ListSweeps response');
+}
+
+const SWEEP_STATES: readonly string[] = ['splitting', 'running', 'succeeded', 'failed', 'cancelled'];
+
+/**
+ * A sweep event as the controller publishes it, or a PoisonMessageError (the bus sets the
+ * message aside) naming the wrong field, never its value: a stray message on the subject costs
+ * itself, not the watch.
+ */
+function sweepEventOf(message: BusMessage): BusSweepEvent {
+  const event = message.json<unknown>();
+  const where = `sweep event ${message.seq} on ${message.subject}`;
+  if (typeof event !== 'object' || event === null || Array.isArray(event)) {
+    throw new PoisonMessageError(`${where}: not a JSON object`);
+  }
+  const { state, cellId, cellState } = event as Record<string, unknown>;
+  if (typeof state !== 'string' || !SWEEP_STATES.includes(state)) {
+    throw new PoisonMessageError(`${where}: state must be a sweep state`);
+  }
+  if (cellId !== undefined && typeof cellId !== 'string')
+    throw new PoisonMessageError(`${where}: cellId must be a string`);
+  if (cellState !== undefined && typeof cellState !== 'string') {
+    throw new PoisonMessageError(`${where}: cellState must be a string`);
+  }
+  return event as BusSweepEvent;
 }

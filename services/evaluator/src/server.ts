@@ -12,7 +12,9 @@ import type { Cell } from '@transferlab/experiment';
 import { evaluate, loadModel, selectBackend } from '@transferlab/nn';
 import {
   type Bus,
+  type BusMessage,
   type ConsumeOptions,
+  PoisonMessageError,
   type Logger,
   type ObjectStore,
   type Subscription,
@@ -105,7 +107,7 @@ export async function consumeEvaluations(
   const { bus, log } = deps;
   const queue = await bus.workQueue(WORK_QUEUES.evaluations);
   return queue.consume(async (message) => {
-    const job = message.json<Partial<EvaluationJob>>();
+    const job = evaluationJobOf(message);
     const sweepId = typeof job.sweepId === 'string' && job.sweepId !== '' ? job.sweepId : undefined;
     try {
       const subset = job.subset ?? 'test';
@@ -141,6 +143,30 @@ export async function consumeEvaluations(
       }
     }
   }, options);
+}
+
+/**
+ * The job a queue message holds, or a PoisonMessageError (the bus sets the message aside at once)
+ * naming the field that is wrong but never its value.
+ */
+function evaluationJobOf(message: BusMessage): Partial<EvaluationJob> {
+  const job = message.json<unknown>();
+  const where = `evaluation job ${message.seq} on ${message.subject}`;
+  if (typeof job !== 'object' || job === null || Array.isArray(job)) {
+    throw new PoisonMessageError(`${where}: not a JSON object`);
+  }
+  const { cellId, sweepId, subset } = job as Record<string, unknown>;
+  if (typeof cellId !== 'string' || !/^[-_=A-Za-z0-9]{1,256}$/.test(cellId)) {
+    throw new PoisonMessageError(`${where}: cellId must be a cell id`);
+  }
+  for (const [field, value] of [
+    ['sweepId', sweepId],
+    ['subset', subset],
+  ] as const) {
+    if (value !== undefined && typeof value !== 'string')
+      throw new PoisonMessageError(`${where}: ${field} must be a string`);
+  }
+  return { cellId, sweepId: sweepId as string | undefined, subset: subset as SubsetName | undefined };
 }
 
 // TensorFlow.js keeps its state per process (evaluateCell ends with disposeVariables), so the

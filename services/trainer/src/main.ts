@@ -16,11 +16,16 @@ import {
   withSpan,
 } from '@transferlab/platform';
 import { type Telemetry, startTelemetry } from '@transferlab/platform/telemetry';
+import { STOP_WITH_PARENT_ENV } from '@transferlab/runner/controller/process-executor';
 import { trainerConfig } from './config.ts';
 import { EXIT_CODES, RUN_CELL_USAGE, parseRunCellArgs, runCellCommand } from './run-cell-command.ts';
 import { createServer } from './server.ts';
 
 const log = createLogger('trainer');
+/** How often a trainer started with STOP_WITH_PARENT_ENV looks for its parent. */
+const PARENT_POLL_MS = 200;
+/** How long an orphaned trainer may take to checkpoint before it exits regardless. */
+const ORPHAN_EXIT_MS = 5000;
 
 /**
  * A one-shot trainer's telemetry: its metrics port comes from the executor (a Kubernetes pod
@@ -47,12 +52,27 @@ async function runCell(argv: string[], telemetry: Telemetry): Promise<number> {
   }
   // SIGTERM (the executor, Kubernetes) or Ctrl-C: checkpoint at the next batch and leave.
   const controller = new AbortController();
-  const stop = (signal: NodeJS.Signals): void => {
+  const stop = (signal: NodeJS.Signals | 'parent exited'): void => {
     if (!controller.signal.aborted) log.info({ signal }, 'stopping: writing a checkpoint');
     controller.abort();
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  // Started by the process executor: a controller killed outright (SIGKILL, OOM) must not leave
+  // this trainer running beside the one its successor starts for the same cell. The orphan is
+  // re-parented, so its parent PID changes; it then stops as on SIGTERM, with a checkpoint.
+  if (process.env[STOP_WITH_PARENT_ENV] === '1') {
+    const parent = process.ppid;
+    const watch = setInterval(() => {
+      if (process.ppid === parent) return;
+      clearInterval(watch);
+      stop('parent exited');
+      // Nobody waits for this process any more: if the checkpoint does not come soon (a stalled
+      // store or bus), leave anyway; the last complete checkpoint is kept.
+      setTimeout(() => process.exit(EXIT_CODES.interrupted), ORPHAN_EXIT_MS).unref();
+    }, PARENT_POLL_MS);
+    watch.unref();
+  }
 
   const store = openStore();
   let bus: Awaited<ReturnType<typeof openBus>> | undefined;

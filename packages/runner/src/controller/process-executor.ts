@@ -1,4 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Cell } from '@transferlab/experiment';
 import { currentTraceparent } from '@transferlab/platform';
@@ -6,6 +9,12 @@ import { CellRunError, type Executor } from './ports.ts';
 
 /** The trainer's entry point in this workspace: `services/trainer/src/main.ts`. */
 export const TRAINER_ENTRY = fileURLToPath(new URL('../../../../services/trainer/src/main.ts', import.meta.url));
+
+/**
+ * Set to `1` in each trainer's environment: the trainer stops (with a checkpoint) when its
+ * parent, this process, is gone, so a controller killed outright leaves no trainer behind.
+ */
+export const STOP_WITH_PARENT_ENV = 'TRANSFERLAB_STOP_WITH_PARENT';
 
 /** What `trainer run-cell` exit codes mean (services/trainer/README.md). */
 export const TRAINER_EXIT_CODES = { trained: 0, failed: 1, usage: 2, interrupted: 143 } as const;
@@ -29,6 +38,12 @@ export interface ProcessExecutorOptions {
    * otherwise all take this process's inherited port.
    */
   metricsPorts?: readonly number[];
+  /**
+   * Where each running trainer's PID is recorded (`<cellId>.pid`): a restarted controller waits
+   * for the trainer a killed predecessor left on a cell (it stops by itself, see
+   * STOP_WITH_PARENT_ENV) before it starts another. Default `<tmpdir>/transferlab-trainers`.
+   */
+  pidDir?: string;
   /** Lines of the trainer's stderr kept for the error of a failed run. Default 20. */
   stderrTailLines?: number;
   /** Each line a trainer writes (its JSON logs). Default: copied to this process's stderr. */
@@ -89,6 +104,7 @@ export class ProcessExecutor implements Executor {
     if (options.signal.aborted) return 'interrupted';
     if (!(await this.acquire(cell.id, options.signal))) return 'interrupted';
     try {
+      await this.waitForPredecessor(cell.id, options.signal);
       if (options.signal.aborted) return 'interrupted';
       return await this.runTrainer(cell, options);
     } finally {
@@ -103,6 +119,39 @@ export class ProcessExecutor implements Executor {
       waiting.reject(new CellRunError(waiting.cellId, 'the process executor closed before the cell started'));
     }
     await Promise.all([...this.running].map((run) => run.stop()));
+  }
+
+  private pidFile(cellId: string): string {
+    return join(this.options.pidDir ?? join(tmpdir(), 'transferlab-trainers'), `${cellId}.pid`);
+  }
+
+  /**
+   * Waits while a trainer recorded for the cell still runs (left by a controller killed
+   * outright); past the kill grace period it is killed. Never starts two trainers on a cell.
+   */
+  private async waitForPredecessor(cellId: string, signal: AbortSignal): Promise<void> {
+    const pid = Number(await readFile(this.pidFile(cellId), 'utf8').catch(() => ''));
+    if (!Number.isInteger(pid) || pid <= 0) return;
+    const isOurTrainer = async (): Promise<boolean> => {
+      const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => undefined);
+      if (cmdline !== undefined) return cmdline.includes('run-cell') && cmdline.includes(cellId);
+      try {
+        process.kill(pid, 0);
+        return process.platform !== 'linux';
+      } catch {
+        return false;
+      }
+    };
+    const deadline = Date.now() + this.killGraceMs;
+    while (!signal.aborted && (await isOurTrainer())) {
+      if (Date.now() > deadline) {
+        this.options.log?.('killing the trainer a previous controller left', { cellId, pid });
+        process.kill(pid, 'SIGKILL');
+      } else {
+        this.options.log?.('waiting for the trainer a previous controller left', { cellId, pid });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
   }
 
   /** Resolves true with a slot, or false when the signal aborts while the run is queued. */
@@ -154,7 +203,10 @@ export class ProcessExecutor implements Executor {
     ];
     // Telemetry: a metrics port of its own, and the trace context of the cell's span.
     const metricsPort = this.freeMetricsPorts.shift();
-    const telemetryEnv: NodeJS.ProcessEnv = { TRANSFERLAB_METRICS_PORT: metricsPort?.toString() ?? 'off' };
+    const telemetryEnv: NodeJS.ProcessEnv = {
+      TRANSFERLAB_METRICS_PORT: metricsPort?.toString() ?? 'off',
+      [STOP_WITH_PARENT_ENV]: '1',
+    };
     const traceparent = currentTraceparent();
     if (traceparent) telemetryEnv.TRANSFERLAB_TRACEPARENT = traceparent;
     // The trainer runs from its TypeScript sources through tsx, resolved from here so any cwd works.
@@ -163,6 +215,15 @@ export class ProcessExecutor implements Executor {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const what = `trainer for cell ${cell.name} (${cell.id}), attempt ${options.attempt}`;
+    const pidFile = this.pidFile(cell.id);
+    const recorded =
+      child.pid === undefined
+        ? Promise.resolve()
+        : mkdir(join(pidFile, '..'), { recursive: true })
+            .then(() => writeFile(pidFile, String(child.pid)))
+            .catch((error: unknown) =>
+              this.options.log?.('cannot record the trainer PID', { pidFile, err: (error as Error).message }),
+            );
     this.options.log?.('trainer started', { cellId: cell.id, pid: child.pid, attempt: options.attempt });
 
     const output = this.options.onOutput ?? ((line: string) => process.stderr.write(`${line}\n`));
@@ -197,7 +258,9 @@ export class ProcessExecutor implements Executor {
     const onAbort = (): void => void stop();
     options.signal.addEventListener('abort', onAbort, { once: true });
 
-    return exited.then(({ code, signal, error }) => {
+    return exited.then(async ({ code, signal, error }) => {
+      await recorded;
+      await rm(pidFile, { force: true }).catch(() => undefined);
       clearTimeout(killTimer);
       options.signal.removeEventListener('abort', onAbort);
       this.running.delete(running);

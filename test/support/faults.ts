@@ -1,0 +1,114 @@
+// What the fault tests share: a nats-server of their own (they stop and restart it, so never
+// the one scripts/test.sh shares), child processes with their output kept, and the trained
+// weights of a cell read from its checkpoint manifest (the test process loads no TensorFlow.js).
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { REPO, freePort } from './servers.ts';
+
+const run = promisify(execFile);
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+export const TSX = import.meta.resolve('tsx');
+
+export interface OwnNats {
+  url: string;
+  /** The monitoring endpoint, e.g. for `/jsz?consumers=true`. */
+  monitorUrl: string;
+  dir: string;
+  /** Stops exactly this server (scripts/nats-stop.sh); its JetStream store stays in `dir`. */
+  stop(): Promise<void>;
+  /** Starts it again on the same ports and store. */
+  start(): Promise<void>;
+}
+
+/** A nats-server with JetStream under `dir`, through scripts/nats-start.sh. */
+export async function ownNats(dir: string): Promise<OwnNats> {
+  const port = await freePort();
+  const monitor = await freePort();
+  const start = async (): Promise<void> => {
+    await run('bash', [join(REPO, 'scripts/nats-start.sh'), dir, String(port), String(monitor)]);
+  };
+  await start();
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    monitorUrl: `http://127.0.0.1:${monitor}`,
+    dir,
+    start,
+    stop: async () => {
+      await run('bash', [join(REPO, 'scripts/nats-stop.sh'), dir]);
+    },
+  };
+}
+
+export interface Child {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** `node --import tsx SCRIPT ARGS` with its stdout and stderr kept (the last 200 KB). */
+export function spawnTs(script: string, args: string[], env: Record<string, string>): Child {
+  const child = spawn(process.execPath, ['--import', TSX, script, ...args], {
+    cwd: REPO,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  const keep = (chunk: Buffer): void => void (output = (output + chunk.toString()).slice(-200_000));
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  return { child, output: () => output, exited };
+}
+
+/** The sha256 of a stored net's weights, as its checkpoint manifest records it (bit-exact compare). */
+export async function weightsSha256(storeRoot: string, prefix: string): Promise<string> {
+  const manifest = JSON.parse(await readFile(join(storeRoot, ...prefix.split('/'), 'manifest.json'), 'utf8')) as {
+    objects: Array<{ role: string; sha256: string }>;
+  };
+  const weights = manifest.objects.find((object) => object.role === 'weights');
+  if (!weights) throw new Error(`the checkpoint under ${prefix} names no weights`);
+  return weights.sha256;
+}
+
+/** JSON log lines (pino) of a process's output whose `msg` matches. */
+export function logLines(output: string, msg: RegExp): Array<Record<string, unknown>> {
+  return output
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .map((line) => {
+      try {
+        return JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        return {};
+      }
+    })
+    .filter((line) => typeof line.msg === 'string' && msg.test(line.msg));
+}
+
+export interface ConsumerCounts {
+  num_ack_pending: number;
+  num_redelivered: number;
+  num_pending: number;
+}
+
+/** A JetStream consumer's counts, from the server's monitoring endpoint. */
+export async function consumerCounts(nats: OwnNats, stream: string, consumer: string): Promise<ConsumerCounts> {
+  const response = await fetch(`${nats.monitorUrl}/jsz?consumers=true`);
+  const jsz = (await response.json()) as {
+    account_details?: Array<{
+      stream_detail?: Array<{ name: string; consumer_detail?: Array<ConsumerCounts & { name: string }> }>;
+    }>;
+  };
+  for (const account of jsz.account_details ?? []) {
+    for (const detail of account.stream_detail ?? []) {
+      if (detail.name !== stream) continue;
+      const found = detail.consumer_detail?.find((c) => c.name === consumer);
+      if (found) return found;
+    }
+  }
+  throw new Error(`no consumer ${consumer} on stream ${stream} at ${nats.monitorUrl}/jsz`);
+}

@@ -9,6 +9,10 @@
  * - the cut stops before the first layer whose output in training mode is not a function of
  *   its input alone (dropout, at any depth, even inside the frozen layers: the paper's frozen
  *   nets still drop units there), so no random stream is skipped or drawn twice;
+ * - the prefix runs as it runs in the step it replaces: tfjs fuses a conv or dense layer's bias
+ *   and ReLU into one kernel only outside gradient computation, and the fused kernel rounds
+ *   differently (wasm adds the bias first), so training features are computed inside a
+ *   gradient scope and validation features outside one, as evaluate() runs;
  * - every image's features are computed in a batch of exactly the size it trains in
  *   (`chunkSize`, padded): libtensorflow picks its convolution and matmul kernels, and so its
  *   summation order, by batch size, while an image's place within a batch does not matter;
@@ -98,6 +102,26 @@ export interface PrefixFeaturesOptions {
   pad?: boolean;
   /** Must match the mean the net trains with. Default 0.5. */
   mean?: InputMean;
+  /**
+   * training (default): as a training step runs the prefix, inside a gradient scope. inference:
+   * as evaluate() runs it. The two differ in the last bits where a layer has a bias.
+   */
+  as?: 'training' | 'inference';
+}
+
+/**
+ * Runs `forward` inside a gradient scope, as the loop's tf.variableGrads does, without taking
+ * a gradient through it: the scope's only path to its output is from a dummy scalar.
+ */
+function inGradientScope(forward: () => tf.Tensor): tf.Tensor {
+  let output: tf.Tensor | undefined;
+  const dummy = tf.scalar(0);
+  const gradient = tf.grad((x: tf.Tensor) => {
+    output = tf.keep(forward());
+    return tf.mul(x, 1);
+  })(dummy);
+  tf.dispose([dummy, gradient]);
+  return output!;
 }
 
 /**
@@ -129,11 +153,15 @@ export function prefixFeatures(
       for (let slot = count; slot < passCount; slot++) padded.copyWithin(slot * imageBytes, 0, imageBytes);
       images = padded;
     }
-    const output = tf.tidy(() => {
-      const input = imagesToTensor({ images, count: passCount }, inputShape, options.mean);
-      // Training mode, as the loop runs the prefix; every layer in it computes the same either way.
-      return prefix.apply(input, { training: true }) as tf.Tensor;
-    });
+    const input = imagesToTensor({ images, count: passCount }, inputShape, options.mean);
+    // Training mode, as the loop runs the prefix; every layer in it computes the same either way.
+    const forward = (): tf.Tensor => prefix.apply(input, { training: true }) as tf.Tensor;
+    let output: tf.Tensor;
+    try {
+      output = options.as === 'inference' ? tf.tidy(forward) : inGradientScope(forward);
+    } finally {
+      input.dispose();
+    }
     try {
       const values = output.dataSync() as Float32Array;
       features.set(values.subarray(0, count * cut.featureSize), start * cut.featureSize);

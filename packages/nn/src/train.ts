@@ -288,7 +288,7 @@ function validation(
     model,
     prefix.cut,
     { count, images: (start, n) => images.subarray(start * imageBytes, (start + n) * imageBytes) },
-    { chunkSize: batchSize, pad: false, mean: options.mean },
+    { chunkSize: batchSize, pad: false, mean: options.mean, as: 'inference' },
   );
   const data = { features, featureShape: prefix.cut.featureShape, labels, count };
   return () => evaluateFeatures(prefix.suffix, data, { ...scoring, batchSize });

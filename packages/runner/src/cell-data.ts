@@ -93,7 +93,7 @@ function fmtBytes(bytes: number): string {
 
 /**
  * Whether to cache: only a net with a frozen prefix (cacheablePrefix), trained without random
- * augmentation (none, or fixed views), whose features (every view of every training image,
+ * augmentation (none, or fixed views) for more epochs than it has views, whose features (every view of every training image,
  * and the val images) fit under `budget` bytes.
  */
 export function planPrefixCache(
@@ -109,6 +109,13 @@ export function planPrefixCache(
   const identity = augment === false || isIdentityAugment(augment);
   if (!identity && augment.views !== 'fixed') return uncached('random augmentation (augment.views: fixed would cache)');
   const views = identity ? fixedViews(false) : fixedViews(augment);
+  // Building the cache runs the prefix once per view of every image; training from images runs
+  // it once per epoch. With no more epochs than views the cache saves nothing (it cost 2x at 10
+  // views and 2 epochs in bench/frozen-prefix.ts).
+  if (views.length >= cell.training.maxEpochs)
+    return uncached(
+      `${views.length} prefix pass(es) per image to build the cache, ${cell.training.maxEpochs} epoch(s) to train`,
+    );
   const bytes = (counts.train * views.length + counts.val) * cut.featureSize * 4;
   if (bytes > budget)
     return uncached(`cache of ${fmtBytes(bytes)} over the ${fmtBytes(budget)} budget (${PREFIX_CACHE_BYTES_ENV})`);

@@ -26,7 +26,7 @@ afterAll(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-function spec(augment: NonNullable<SweepSpecInput['training']>['augment']) {
+function spec(augment: NonNullable<SweepSpecInput['training']>['augment'], maxEpochs = 2) {
   return validateSpec({
     name: 'prefix-cache',
     dataset: { kind: 'mnist' },
@@ -34,7 +34,7 @@ function spec(augment: NonNullable<SweepSpecInput['training']>['augment']) {
     // batch of one image that trains from pixels.
     split: { kind: 'random', trainPerClass: 13, valPerClass: 3, testPerClass: 2 },
     net: { kind: 'small', width: 0.25 },
-    training: { batchSize: 16, maxEpochs: 2, learningRate: 0.02, schedule: { stepEpochs: 1, gamma: 0.5 }, augment },
+    training: { batchSize: 16, maxEpochs, learningRate: 0.02, schedule: { stepEpochs: 1, gamma: 0.5 }, augment },
     layers: [2],
     arms: ['baseB', 'BnB'],
     repeats: 1,
@@ -51,9 +51,9 @@ async function weightsHash(store: LocalFolderStore, cellId: string): Promise<str
 }
 
 /** Trains BnB n=2 from images (budget 0) and again from its cache; returns both outcomes and hashes. */
-async function bothWays(name: string, augment: Parameters<typeof spec>[0]) {
+async function bothWays(name: string, augment: Parameters<typeof spec>[0], maxEpochs?: number) {
   const store = new LocalFolderStore(join(work, name));
-  const plan = expandGrid(spec(augment));
+  const plan = expandGrid(spec(augment, maxEpochs));
   await ensureSplits(store, plan.splits, { specDir: work });
   const base = plan.cells.find((cell) => cell.arm === 'baseB')!;
   const frozen = plan.cells.find((cell) => cell.arm === 'BnB')!;
@@ -87,7 +87,8 @@ describe('frozen-prefix caching in trainCell', () => {
   }, 120_000);
 
   it('with fixed views: cached views, the same weights as drawing the same views from images', async () => {
-    const run = await bothWays('views', { crop: 2, mirror: true, views: 'fixed' });
+    // More epochs than its 10 views, or the cache would not pay for itself.
+    const run = await bothWays('views', { crop: 2, mirror: true, views: 'fixed' }, 11);
     expect(run.cached.prefixCache).toMatchObject({ mode: 'views', layer: 'pool2' });
     expect(run.cachedHash, `backend ${run.cached.backend}`).toBe(run.uncachedHash);
   }, 120_000);
@@ -114,6 +115,11 @@ describe('frozen-prefix caching in trainCell', () => {
       const fixed: Pick<Cell, 'training'> = {
         training: { ...frozen.training, augment: { crop: 2, mirror: true, views: 'fixed' } },
       };
+      expect(planPrefixCache(frozenNet, fixed, counts, 2 ** 30).use).toEqual({
+        mode: 'uncached',
+        reason: '10 prefix pass(es) per image to build the cache, 2 epoch(s) to train',
+      });
+      fixed.training.maxEpochs = 11;
       const views = planPrefixCache(frozenNet, fixed, counts, 2 ** 30);
       expect(views.use.mode).toBe('views');
       expect(views.use.bytes).toBe((65 * 10 + 15) * 7 * 7 * 16 * 4);

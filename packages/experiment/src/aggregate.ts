@@ -9,6 +9,23 @@ import type { Summary } from './stats.ts';
 export type StoppedBy = 'plateau' | 'max-epochs' | 'time-limit';
 
 /** What a trainer reports for one finished cell. Accuracies are fractions in [0, 1]. */
+/**
+ * uncached: every step ran the whole net. exact: the frozen layers' outputs were computed once
+ * per image and the layers above trained from them (the same weights, bit for bit). views: the
+ * same, once per image and fixed augmented view (`augment.views: fixed`).
+ */
+export type PrefixCacheMode = 'uncached' | 'exact' | 'views';
+
+export interface PrefixCacheUse {
+  mode: PrefixCacheMode;
+  /** cached: the layer whose outputs were cached */
+  layer?: string;
+  /** cached: the cache's size in bytes */
+  bytes?: number;
+  /** uncached: why (nothing frozen, random augmentation, over the memory budget, ...) */
+  reason?: string;
+}
+
 export interface CellResult {
   cellId: string;
   name: string;
@@ -39,6 +56,8 @@ export interface CellResult {
   imagesPerSecond?: number;
   /** compute backend, e.g. 'tensorflow', 'wasm', 'cuda' */
   backend?: string;
+  /** how the cell's frozen layers ran (frozen-prefix caching); absent in results from before it */
+  prefixCache?: PrefixCacheUse;
   /** measure cells: CKA and LogME per layer */
   measures?: LayerMeasure[];
 }

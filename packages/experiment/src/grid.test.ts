@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ALL_ARMS, armOf, parseArm } from './cells.ts';
 import type { SweepPlan } from './cells.ts';
@@ -121,6 +123,24 @@ describe('expandGrid', () => {
     expect(p.cells.find((cell) => cell.name === 'AnB+ n=3 seed=1')!.id).toBe('a49b6f134efd349b7e4b');
     expect(p.cells.every((cell) => /^[0-9a-f]{20}$/.test(cell.id))).toBe(true);
     expect(new Set(p.cells.map((cell) => cell.id)).size).toBe(p.cells.length);
+  });
+
+  it('keeps the ids of the CIFAR-10 CPU preset, whose measured run resumes by cell id', () => {
+    const file = new URL('../../../examples/cifar10-cpu.yaml', import.meta.url);
+    const p = expandGrid(parseSpec(readFileSync(file, 'utf8'), 'cifar10-cpu.yaml'));
+    const digest = createHash('sha256')
+      .update(p.cells.map((cell) => cell.id).join('\n'))
+      .digest('hex');
+    // Pinned from the ids before frozen-prefix caching (augment.views) existed.
+    expect([p.cells.length, digest]).toEqual([114, '4067c19b9b844a3f9ecbda1fc9083b4e98f530db8c4aa1e5cf8354399d7491cb']);
+  });
+
+  it('makes fixed augmented views part of every id, and views: random none', () => {
+    const augmented = plan({ training: { augment: { crop: 4, mirror: true } } });
+    const random = plan({ training: { augment: { crop: 4, mirror: true, views: 'random' } } });
+    const fixed = plan({ training: { augment: { crop: 4, mirror: true, views: 'fixed' } } });
+    expect(changedNames(augmented, random)).toEqual([]);
+    expect(changedNames(augmented, fixed)).toEqual([...idsByName(augmented).keys()]);
   });
 
   it('gives the same cell the same id in another sweep', () => {

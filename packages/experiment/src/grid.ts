@@ -28,6 +28,11 @@ export function splitId(task: Omit<SplitTask, 'id'>): string {
  */
 export function trainingForId(training: TrainingSpec): Omit<TrainingSpec, 'scoreTopK' | 'checkpointEveryEpochs'> {
   const { scoreTopK: _score, checkpointEveryEpochs: _checkpoint, ...rest } = training;
+  // `views: random` is what an augment without `views` has always meant: the same id.
+  if (rest.augment !== false && rest.augment.views === 'random') {
+    const { views: _views, ...augment } = rest.augment;
+    return { ...rest, augment };
+  }
   return rest;
 }
 

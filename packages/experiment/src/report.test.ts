@@ -18,7 +18,14 @@ describe('buildReport', async () => {
   const hostile = '<script>alert(1)</script>';
   const report = buildReport(
     plan,
-    results.map((result, i) => (i === 0 ? { ...result, backend: hostile } : result)),
+    results.map((result, i) => {
+      if (i === 0) return { ...result, backend: hostile };
+      if (result.name === 'AnB n=3 seed=1')
+        return { ...result, prefixCache: { mode: 'exact' as const, layer: 'conv3', bytes: 1 << 20 } };
+      if (result.name === 'AnB+ n=3 seed=1')
+        return { ...result, prefixCache: { mode: 'uncached' as const, reason: 'nothing frozen' } };
+      return result;
+    }),
     { spec, generatedAt: '2025-01-01T00:00:00Z', figures, extra: { [hostile]: hostile, commit: 'abc123' } },
   );
 
@@ -64,10 +71,23 @@ describe('buildReport', async () => {
     expect(bad.html).toContain('<img alt="Figure 2" src="data:image/svg+xml;base64,');
   });
 
+  it('says per cell how its frozen layers ran, in the page, the CSV and the JSON', () => {
+    expect(report.html).toContain('<span title="outputs of conv3 cached">exact cache</span>');
+    expect(report.html).toContain('<span title="nothing frozen">uncached</span>');
+    const cells = report.cellsCsv.trimEnd().split('\n');
+    expect(cells.find((line) => line.includes(',AnB n=3,') || line.includes('AnB n=3 seed=1'))).toMatch(/,exact$/);
+    const json = JSON.parse(report.json) as { cells: Array<{ name: string; result?: { prefixCache?: unknown } }> };
+    expect(json.cells.find((cell) => cell.name === 'AnB n=3 seed=1')?.result?.prefixCache).toEqual({
+      mode: 'exact',
+      layer: 'conv3',
+      bytes: 1 << 20,
+    });
+  });
+
   it('writes one CSV row per cell and per arm and n', () => {
     const cells = report.cellsCsv.trimEnd().split('\n');
     expect(cells[0]).toBe(
-      'cell_id,name,arm,kind,target,source,n,mode,seed,split_id,implicit,status,score,val_score,test_top1,test_top5,epochs,stopped_by,still_improving,seconds,images_per_second,backend',
+      'cell_id,name,arm,kind,target,source,n,mode,seed,split_id,implicit,status,score,val_score,test_top1,test_top5,epochs,stopped_by,still_improving,seconds,images_per_second,backend,prefix_cache',
     );
     expect(cells).toHaveLength(1 + plan.cells.length);
     expect(cells.find((line) => line.includes(',AnB n=7 seed=2,'))).toContain(',missing,');

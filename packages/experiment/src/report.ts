@@ -1,5 +1,5 @@
 import { aggregate } from './aggregate.ts';
-import type { Aggregate, CellResult, CellRow, PairedSummary } from './aggregate.ts';
+import type { Aggregate, CellResult, CellRow, PairedSummary, PrefixCacheMode, PrefixCacheUse } from './aggregate.ts';
 import { MIN_REPEATS, RECOVERY_MARGIN, describe as describeComparison, findings, table1 } from './findings.ts';
 import type { Comparison, Finding, FindingsOptions } from './findings.ts';
 import type { Half, SweepPlan } from './cells.ts';
@@ -142,6 +142,7 @@ function cellsCsv(agg: Aggregate): string {
     'seconds',
     'images_per_second',
     'backend',
+    'prefix_cache',
   ];
   const rows = agg.cells.map((row) => [
     row.id,
@@ -166,6 +167,7 @@ function cellsCsv(agg: Aggregate): string {
     row.result?.seconds,
     row.result?.imagesPerSecond,
     row.result?.backend,
+    row.result?.prefixCache?.mode,
   ]);
   return csv(header, rows);
 }
@@ -356,6 +358,20 @@ function comparisonsTable(judged: Verdicts): string {
   });
 }
 
+const PREFIX_CACHE_LABELS: Record<PrefixCacheMode, string> = {
+  uncached: 'uncached',
+  exact: 'exact cache',
+  views: 'cached views',
+};
+
+/** The mode, with the cached layer or the reason for not caching as a tooltip. */
+function prefixCacheCell(use: PrefixCacheUse | undefined): string {
+  if (!use) return '–';
+  const note = use.mode === 'uncached' ? use.reason : use.layer && `outputs of ${use.layer} cached`;
+  const label = esc(PREFIX_CACHE_LABELS[use.mode] ?? use.mode);
+  return note ? `<span title="${esc(note)}">${label}</span>` : label;
+}
+
 function cellTable(rows: readonly CellRow[]): string {
   const header = [
     'cell',
@@ -369,6 +385,7 @@ function cellTable(rows: readonly CellRow[]): string {
     'time',
     'img/s',
     'backend',
+    'prefix cache',
     'id',
   ];
   return table(
@@ -387,6 +404,7 @@ function cellTable(rows: readonly CellRow[]): string {
         r ? duration(r.seconds) : '–',
         fmt(r?.imagesPerSecond, 1),
         r?.backend !== undefined ? esc(r.backend) : '–',
+        prefixCacheCell(r?.prefixCache),
         `<code>${esc(row.id)}</code>`,
       ];
     }),

@@ -193,6 +193,12 @@ const AugmentSchema = z.union(
     z.strictObject({
       crop: z.number().int().nonnegative().default(0).describe('random crop after zero-padding this many pixels'),
       mirror: z.boolean().default(false).describe('random horizontal flips'),
+      views: z
+        .enum(['random', 'fixed'])
+        .optional()
+        .describe(
+          "random (the default): any crop offset, mirrored or not, drawn per image and batch. fixed: each image draws, per epoch, one of a fixed set of views (the padded image's 4 corners and centre, each also mirrored: up to 10), as Caffe's test-time views; frozen cells then cache their frozen layers' outputs per view. A deviation from the paper's data layer, so part of the cell id when fixed",
+        ),
     }),
   ],
   { error: 'expected false or { crop, mirror }' },

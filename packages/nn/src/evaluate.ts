@@ -31,10 +31,52 @@ export interface Evaluation {
 }
 
 export function evaluate(model: tfl.LayersModel, data: LabelledImages, options: EvaluateOptions = {}): Evaluation {
-  const batchSize = options.batchSize ?? 256;
-  const numClasses = options.numClasses ?? numClassesOf(model);
   const inputShape = inputShapeOf(model);
   const pixels = inputShape[0] * inputShape[1] * inputShape[2];
+  return score(model, data, options, (start, count) =>
+    imagesToTensor(
+      { images: data.images.subarray(start * pixels, (start + count) * pixels), count },
+      inputShape,
+      options.mean,
+    ),
+  );
+}
+
+/** Labelled outputs of a net's frozen prefix (prefix-cache.ts), to score the net above the cut. */
+export interface LabelledFeatures {
+  /** count * featureSize float32, image after image. */
+  features: Float32Array;
+  featureShape: readonly number[];
+  labels: Int32Array;
+  count: number;
+}
+
+/**
+ * evaluate() for the net above a cut, on the prefix's outputs. Given features computed in the
+ * same batches as evaluate() would run (prefixFeatures with chunkSize = batchSize, pad false),
+ * it scores exactly as evaluate() on the images.
+ */
+export function evaluateFeatures(
+  suffix: tfl.LayersModel,
+  data: LabelledFeatures,
+  options: EvaluateOptions = {},
+): Evaluation {
+  const size = data.featureShape.reduce((product, dim) => product * dim, 1);
+  if (data.features.length !== data.count * size)
+    throw new Error(`${data.features.length} feature values for ${data.count} images of ${size}`);
+  return score(suffix, data, options, (start, count) =>
+    tf.tensor(data.features.subarray(start * size, (start + count) * size), [count, ...data.featureShape]),
+  );
+}
+
+function score(
+  model: tfl.LayersModel,
+  data: { labels: Int32Array; count: number },
+  options: EvaluateOptions,
+  input: (start: number, count: number) => tf.Tensor,
+): Evaluation {
+  const batchSize = options.batchSize ?? 256;
+  const numClasses = options.numClasses ?? numClassesOf(model);
   if (data.count < 1) throw new Error('evaluate needs at least one image');
   if (data.labels.length !== data.count) throw new Error(`${data.count} images but ${data.labels.length} labels`);
   const k = Math.min(5, numClasses);
@@ -45,9 +87,8 @@ export function evaluate(model: tfl.LayersModel, data: LabelledImages, options: 
   const seen = new Array<number>(numClasses).fill(0);
   for (let start = 0; start < data.count; start += batchSize) {
     const count = Math.min(batchSize, data.count - start);
-    const images = data.images.subarray(start * pixels, (start + count) * pixels);
     const ranked = tf.tidy(() => {
-      const logits = model.apply(imagesToTensor({ images, count }, inputShape, options.mean)) as tf.Tensor;
+      const logits = model.apply(input(start, count)) as tf.Tensor;
       return tf.topk(logits, k).indices;
     });
     const best = ranked.dataSync();

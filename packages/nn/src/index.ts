@@ -8,3 +8,4 @@ export * from './seeds.ts';
 export * from './train.ts';
 export * from './transplant.ts';
 export * from './activations.ts';
+export * from './prefix-cache.ts';

@@ -6,6 +6,10 @@
  * masks are a function of the step counter, and a checkpoint holds weights, momentum buffers and
  * the loop's position, so a resumed run ends with the same weights, bit for bit, as one that was
  * never interrupted (on the same backend).
+ *
+ * Frozen-prefix caching (prefix-cache.ts): when the data says so, batches may carry the outputs
+ * of the net's frozen prefix instead of images; those train the net above the cut, and the
+ * validation set's prefix outputs are computed once, here. Same weights, bit for bit.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
@@ -19,9 +23,10 @@ import {
   serializeModel,
   serializeOptimizer,
 } from './checkpoint.ts';
-import { type LabelledImages, evaluate } from './evaluate.ts';
+import { type Evaluation, type LabelledImages, evaluate, evaluateFeatures } from './evaluate.ts';
 import { SeededDropout, setDropoutStep } from './layers.ts';
 import { type InputMean, imagesToTensor, inputShapeOf, numClassesOf } from './nets.ts';
+import { type PrefixCut, prefixFeatures, suffixModel } from './prefix-cache.ts';
 import { type StepSchedule, lastPhaseStart, learningRateAt } from '@transferlab/experiment/schedule';
 
 export interface Batch {
@@ -31,11 +36,25 @@ export interface Batch {
   count: number;
 }
 
+/** A batch of the frozen prefix's outputs (TrainData.prefix.cut.layer) instead of images. */
+export interface FeatureBatch {
+  /** count * cut.featureSize float32, image after image. */
+  features: Float32Array;
+  labels: Int32Array;
+  count: number;
+}
+
 export interface TrainData {
   /** The batches of a 0-based epoch from `startBatch` on; the same arguments give the same batches. */
-  batches(epoch: number, startBatch: number): AsyncIterable<Batch>;
+  batches(epoch: number, startBatch: number): AsyncIterable<Batch | FeatureBatch>;
   batchesPerEpoch: number;
   val: LabelledImages;
+  /**
+   * Frozen-prefix caching: batches may be FeatureBatches of this cut, each computed in a batch
+   * of its own size (prefixFeatures with chunkSize = its size), and validation then runs from
+   * the val images' prefix outputs, computed once.
+   */
+  prefix?: { cut: PrefixCut };
 }
 
 export interface StepProgress {
@@ -115,11 +134,21 @@ export async function train(model: tfl.LayersModel, data: TrainData, options: Tr
   }));
   if (params.length === 0) throw new Error(`net '${model.name}' has no trainable weights`);
   const optimizer = tf.train.momentum(options.learningRate, momentum);
-  const context = { model, params, optimizer, inputShape, numClasses, weightDecay, mean: options.mean };
+  const cut = data.prefix?.cut;
+  const suffix = cut ? { model: suffixModel(model, cut), shape: cut.featureShape } : undefined;
+  const context: StepContext = { model, params, optimizer, inputShape, numClasses, weightDecay, mean: options.mean };
+  if (suffix) context.suffix = suffix;
 
   try {
     // Resume.
     const state = options.resume ? await resume(context, options.resume) : freshState(options.learningRate);
+    // After resume: the prefix outputs come from the weights the run continues with.
+    const validate = validation(model, data.val, {
+      batchSize: options.evalBatchSize,
+      numClasses,
+      mean: options.mean,
+      ...(cut && suffix ? { prefix: { cut, suffix: suffix.model } } : {}),
+    });
     if (state.stoppedBy === 'budget' && state.epoch < maxEpochs) delete state.stoppedBy;
     const checkpoint = async (): Promise<void> => {
       if (!options.saveCheckpoint) return;
@@ -183,11 +212,7 @@ export async function train(model: tfl.LayersModel, data: TrainData, options: Tr
       if (signal?.aborted) return await interrupt();
 
       // Evaluate.
-      const valTop1 = evaluate(model, data.val, {
-        batchSize: options.evalBatchSize,
-        numClasses,
-        mean: options.mean,
-      }).top1;
+      const valTop1 = validate().top1;
       clock();
       const { lossSum, batches, seconds } = state.partialEpoch;
       const record: EpochRecord = {
@@ -235,11 +260,43 @@ interface StepContext {
   numClasses: number;
   weightDecay: number;
   mean: InputMean | undefined;
+  /** The net above the frozen prefix, for FeatureBatches. */
+  suffix?: { model: tfl.LayersModel; shape: readonly number[] };
 }
 
-/** One SGD step on one batch; returns the batch's mean loss. */
-async function trainStep(context: StepContext, batch: Batch): Promise<number> {
-  const { model, params, optimizer, numClasses, weightDecay } = context;
+/**
+ * Scores the net on the validation set. With a prefix cut the val images' prefix outputs are
+ * computed once, in evaluate()'s own batches, and every epoch scores the net above the cut.
+ */
+function validation(
+  model: tfl.LayersModel,
+  val: LabelledImages,
+  options: {
+    batchSize: number | undefined;
+    numClasses: number;
+    mean: InputMean | undefined;
+    prefix?: { cut: PrefixCut; suffix: tfl.LayersModel };
+  },
+): () => Evaluation {
+  const { prefix, ...scoring } = options;
+  if (!prefix) return () => evaluate(model, val, scoring);
+  const batchSize = options.batchSize ?? 256;
+  const shape = inputShapeOf(model);
+  const imageBytes = shape[0] * shape[1] * shape[2];
+  const { images, labels, count } = val;
+  const features = prefixFeatures(
+    model,
+    prefix.cut,
+    { count, images: (start, n) => images.subarray(start * imageBytes, (start + n) * imageBytes) },
+    { chunkSize: batchSize, pad: false, mean: options.mean, as: 'inference' },
+  );
+  const data = { features, featureShape: prefix.cut.featureShape, labels, count };
+  return () => evaluateFeatures(prefix.suffix, data, { ...scoring, batchSize });
+}
+
+/** One SGD step on one batch (of images, or of prefix outputs for the net above the cut); returns the batch's mean loss. */
+async function trainStep(context: StepContext, batch: Batch | FeatureBatch): Promise<number> {
+  const { params, optimizer, numClasses, weightDecay, suffix } = context;
   if (batch.labels.length !== batch.count)
     throw new Error(`batch of ${batch.count} images has ${batch.labels.length} labels`);
   for (const label of batch.labels) {
@@ -247,11 +304,19 @@ async function trainStep(context: StepContext, batch: Batch): Promise<number> {
     if (label < 0 || label >= numClasses) throw new Error(`label ${label} is outside the net's 0..${numClasses - 1}`);
   }
   const loss = tf.tidy(() => {
-    const images = imagesToTensor(batch, context.inputShape, context.mean);
+    let net = context.model;
+    let input: tf.Tensor;
+    if ('features' in batch) {
+      if (!suffix) throw new Error('a batch of prefix outputs, but the training data names no prefix cut');
+      net = suffix.model;
+      input = tf.tensor(batch.features, [batch.count, ...suffix.shape]);
+    } else {
+      input = imagesToTensor(batch, context.inputShape, context.mean);
+    }
     const targets = tf.oneHot(tf.tensor1d(batch.labels, 'int32'), numClasses);
     const { value, grads } = tf.variableGrads(
       () => {
-        const logits = model.apply(images, { training: true }) as tf.Tensor;
+        const logits = net.apply(input, { training: true }) as tf.Tensor;
         return tf.losses.softmaxCrossEntropy(targets, logits) as tf.Scalar;
       },
       params.map(({ variable }) => variable),

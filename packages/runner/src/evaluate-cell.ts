@@ -27,6 +27,12 @@ export async function readResult(store: ObjectStore, cellId: string): Promise<St
   return result;
 }
 
+/** The report's fields of how a cell's frozen layers ran (the cache's build time stays in training.json). */
+function prefixCacheUse(use: NonNullable<TrainingOutcome['prefixCache']>): CellResult['prefixCache'] {
+  const { seconds: _seconds, ...rest } = use;
+  return rest;
+}
+
 /**
  * A cell's result from its training alone (history, timing): no test metrics yet, so its
  * primary score is NaN until the evaluator sets it.
@@ -51,6 +57,7 @@ export function trainedResult(cell: Cell, outcome: TrainingOutcome): StoredResul
     imagesPerSecond: outcome.imagesPerSecond,
     backend: outcome.backend,
     peakRssBytes: outcome.peakRssBytes,
+    ...(outcome.prefixCache ? { prefixCache: prefixCacheUse(outcome.prefixCache) } : {}),
   };
 }
 

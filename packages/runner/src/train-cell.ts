@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import type { Cell, CellResult } from '@transferlab/experiment';
+import type { Cell, CellResult, PrefixCacheUse } from '@transferlab/experiment';
 import {
   type EpochRecord,
   isTrainCheckpoint,
@@ -9,7 +9,7 @@ import {
   train,
 } from '@transferlab/nn';
 import type { ObjectStore } from '@transferlab/platform';
-import { loadSubsets, trainData } from './cell-data.ts';
+import { loadSubsets, planPrefixCache, prefixCacheBudget, trainData, trainFeatures } from './cell-data.ts';
 import { cellKeys, getJson, putJson } from './cell-store.ts';
 import { initialNet } from './transplant-cell.ts';
 
@@ -33,6 +33,8 @@ export interface TrainCellOptions {
   signal?: AbortSignal;
   progress?: (progress: CellProgress) => void;
   log?: (message: string, fields?: Record<string, unknown>) => void;
+  /** Bound on the frozen-prefix cache in bytes; default TRANSFERLAB_PREFIX_CACHE_BYTES, else 1 GiB. 0: never cache. */
+  prefixCacheBytes?: number;
   /** After each checkpoint is stored (resumable ones and the final net): its size and time (telemetry). */
   onCheckpoint?: (info: { bytes: number; seconds: number; final: boolean }) => void;
 }
@@ -47,6 +49,8 @@ export interface TrainingOutcome {
   seconds: number;
   backend: string;
   peakRssBytes: number;
+  /** Whether the frozen layers ran every step or once per image (and view); absent before caching existed. */
+  prefixCache?: PrefixCacheUse & { seconds?: number };
 }
 
 const STOP_REASONS: Record<'patience' | 'budget', CellResult['stoppedBy']> = {
@@ -75,8 +79,24 @@ export async function trainCell(
   const backend = await selectBackend({ log: options.log });
   await putJson(store, cellKeys.cell(cell.id), cell);
   const [trainSet, valSet] = await loadSubsets(store, cell, ['train', 'val']);
-  const data = trainData(cell, trainSet!, valSet!);
   const model = await initialNet(store, cell);
+  // Frozen-prefix caching: the frozen layers' outputs once per image (and fixed view), when
+  // nothing random runs below the cut and they fit the budget. The weights come out the same.
+  const plan = planPrefixCache(
+    model,
+    cell,
+    { train: trainSet!.count, val: valSet!.count },
+    options.prefixCacheBytes ?? prefixCacheBudget(),
+  );
+  let prefixCache: TrainingOutcome['prefixCache'] = plan.use;
+  let cache: ReturnType<typeof trainFeatures> | undefined;
+  if ('cut' in plan) {
+    const begun = performance.now();
+    cache = trainFeatures(model, cell, trainSet!, plan);
+    prefixCache = { ...plan.use, seconds: (performance.now() - begun) / 1000 };
+  }
+  options.log?.('frozen-prefix cache', { cell: cell.name, ...prefixCache });
+  const data = trainData(cell, trainSet!, valSet!, cache);
   const { training } = cell;
   // Every checkpoint goes through here, so its size and time reach the telemetry hook.
   const storeCheckpoint = async (prefix: string, checkpoint: Parameters<typeof saveCheckpoint>[2], final: boolean) => {
@@ -151,6 +171,7 @@ export async function trainCell(
       seconds: (Date.now() - started) / 1000,
       backend: backend.name,
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
+      prefixCache,
     };
     await putJson(store, cellKeys.training(cell.id), outcome);
     return outcome;

@@ -156,11 +156,16 @@ sweep
   .option('--recalibrate', 'measure the throughput again instead of reading the cached figures')
   .option('--calibration-steps <n>', 'timed training steps of the calibration run (default 20)', positiveInt)
   .option('--json', 'the plan and forecast as JSON')
+  .option(
+    '--only-measures',
+    'plan the cheap first look: only the base nets (and a second baseB) and the per-layer CKA and LogME',
+  )
   .action(async (specFile: string, options) => {
     const { loadSpec } = await import('./commands/run.ts');
     const { planSweep } = await import('./commands/plan.ts');
+    const { withOnlyMeasures } = await import('@transferlab/experiment');
     const { spec } = await loadSpec(specFile);
-    process.exitCode = await planSweep(spec, options);
+    process.exitCode = await planSweep(options.onlyMeasures ? withOnlyMeasures(spec) : spec, options);
   });
 
 serverOption(

@@ -109,5 +109,20 @@ describe('transferlab sweep plan', () => {
     expect(table.stdout).toMatch(/AnB n=1 seed=1\s+baseA seed=1\s+conv1\s/);
     expect(table.stdout).toMatch(/baseA seed=1\s+-\s+-\s+reused/);
     expect(table.stdout).toMatch(/wall time: .* on 2 worker process\(es\)/);
+
+    // The cheap first look: only the base nets, the second baseB and the measures are planned.
+    const first = await run(
+      process.execPath,
+      [bin, 'sweep', 'plan', 'tiny.yaml', '--store', 'store', '--json', '--only-measures'],
+      { cwd: dir, env, timeout: 120_000 },
+    );
+    const cheap = JSON.parse(first.stdout) as { wallSeconds: number; cells: Array<{ name: string }> };
+    expect(cheap.cells.map((cell) => cell.name).sort()).toEqual([
+      'baseA seed=1',
+      'baseB seed=1',
+      'baseB2 seed=1',
+      'measureB seed=1',
+    ]);
+    expect(cheap.wallSeconds).toBeLessThan(printed.wallSeconds);
   }, 180_000);
 });

@@ -128,11 +128,15 @@ describe('expandGrid', () => {
   it('keeps the ids of the CIFAR-10 CPU preset, whose measured run resumes by cell id', () => {
     const file = new URL('../../../examples/cifar10-cpu.yaml', import.meta.url);
     const p = expandGrid(parseSpec(readFileSync(file, 'utf8'), 'cifar10-cpu.yaml'));
+    const measured = new Set(['baseB2', 'measureB']);
+    const grid = p.cells.filter((cell) => !measured.has(cell.arm));
     const digest = createHash('sha256')
-      .update(p.cells.map((cell) => cell.id).join('\n'))
+      .update(grid.map((cell) => cell.id).join('\n'))
       .digest('hex');
-    // Pinned from the ids before frozen-prefix caching (augment.views) existed.
-    expect([p.cells.length, digest]).toEqual([114, '4067c19b9b844a3f9ecbda1fc9083b4e98f530db8c4aa1e5cf8354399d7491cb']);
+    // Pinned from the ids before frozen-prefix caching (augment.views) and the measures existed:
+    // adding `measures` only adds cells (a second baseB and the measures, per repeat).
+    expect([grid.length, digest]).toEqual([114, '4067c19b9b844a3f9ecbda1fc9083b4e98f530db8c4aa1e5cf8354399d7491cb']);
+    expect(p.cells.length - grid.length).toBe(6);
   });
 
   it('makes fixed augmented views part of every id, and views: random none', () => {

@@ -49,9 +49,15 @@ export interface Child {
 
 /** `node --import tsx SCRIPT ARGS` with its stdout and stderr kept (the last 200 KB). */
 export function spawnTs(script: string, args: string[], env: Record<string, string>): Child {
+  // Of the TRANSFERLAB_* settings, the child inherits only the backend; the rest come from the test.
+  // scripts/test.sh exports the suite's shared servers (TRANSFERLAB_S3_*, TRANSFERLAB_NATS_URL), and
+  // an inherited S3 endpoint would win over the test's own TRANSFERLAB_STORE.
+  const inherited = Object.fromEntries(
+    Object.entries(process.env).filter(([key]) => !key.startsWith('TRANSFERLAB_') || key === 'TRANSFERLAB_BACKEND'),
+  );
   const child = spawn(process.execPath, ['--import', TSX, script, ...args], {
     cwd: REPO,
-    env: { ...process.env, ...env },
+    env: { ...inherited, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

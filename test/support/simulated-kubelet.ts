@@ -91,6 +91,7 @@ export class SimulatedKubelet {
     const kubelet = new SimulatedKubelet(options);
     for (const node of options.nodes) await kubelet.register(node);
     await kubelet.renewLeases();
+    await kubelet.untainted();
     kubelet.heartbeat = setInterval(() => void kubelet.renewLeases().catch(() => undefined), 10_000);
     const onPod = (pod: V1Pod): void => kubelet.onPod(pod);
     kubelet.informer.on('add', onPod);
@@ -181,6 +182,27 @@ export class SimulatedKubelet {
       },
     };
     await this.core.createNode({ body });
+  }
+
+  /**
+   * Waits, as a kubelet's node does before pods land on it, until the node lifecycle controller has
+   * seen each node and left no taint: on a loaded machine a new node can carry
+   * node.kubernetes.io/not-ready for a moment, and the scheduler then says "untolerated taint"
+   * instead of what the test stages.
+   */
+  private async untainted(timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (const name of this.nodeNames) {
+      for (;;) {
+        const taints = (await this.core.readNode({ name })).spec?.taints ?? [];
+        if (taints.length === 0) break;
+        if (Date.now() > deadline) {
+          const keys = taints.map((taint) => `${taint.key}:${taint.effect}`).join(', ');
+          throw new Error(`simulated kubelet: node ${name} still has taints after ${timeoutMs / 1000} s: ${keys}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    }
   }
 
   /** The node lifecycle controller marks a node whose lease is not renewed NotReady and taints it. */

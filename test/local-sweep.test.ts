@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { type SweepSpec, validateSpec } from '@transferlab/experiment';
 import { LocalFolderStore } from '@transferlab/platform';
 import { cellKeys, runLocalSweep } from '@transferlab/runner';
+import { REPORT_FILES, type ReportFileName, renderReport } from '@transferlab/runner/report';
 
 // scripts/test.sh runs this file on each backend through TRANSFERLAB_BACKEND; left to choose,
 // the workers take tfjs-node, which scripts/tfjs-node-install.sh builds.
@@ -49,6 +50,15 @@ describe('local sweep', () => {
       expect(Number.isFinite(m.logmeSource)).toBe(true);
       expect(Number.isFinite(m.logmeTarget)).toBe(true);
     }
+    // The report draws the measures as a figure of their own, beside Figures 2 and 3; a sweep
+    // without measures has no such file.
+    const every = new Set(Object.keys(REPORT_FILES) as ReportFileName[]);
+    const report = await renderReport({ spec, results: first.results }, every);
+    const names = report.files.map((file) => file.name);
+    expect(names).toEqual(expect.arrayContaining(['measures.svg', 'measures.png', 'figure2.png']));
+    expect(report.files.find((file) => file.name === 'measures.svg')!.data.toString()).toContain('LogME');
+    const without = await renderReport({ spec: tinySpec(), results: [] }, every);
+    expect(without.files.map((file) => file.name)).not.toContain('measures.svg');
     const again = await runLocalSweep(spec, { specDir: process.cwd(), storeRoot });
     expect([...again.states.values()].every((state) => state === 'reused')).toBe(true);
     expect(again.results.find((result) => result.kind === 'measure')!.measures).toEqual(measured.measures);

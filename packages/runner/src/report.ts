@@ -23,6 +23,9 @@ export const REPORT_FILES = {
   'figure3.svg': 'image/svg+xml',
   'figure2.png': 'image/png',
   'figure3.png': 'image/png',
+  // The cheap measures (CKA, LogME) per layer; only in a sweep with `measures`.
+  'measures.svg': 'image/svg+xml',
+  'measures.png': 'image/png',
   // The spec and the results, as `transferlab report DIR` reads them to redraw a report folder.
   'inputs.json': 'application/json',
 } as const;
@@ -76,7 +79,8 @@ export async function renderReport(inputs: ReportInputs, wanted: ReadonlySet<Rep
     extra: inputs.extra,
     findings: findingsOptions,
   });
-  const produce: Record<ReportFileName, () => Promise<string | Buffer>> = {
+  // null: a file this sweep has no content for (the measures figure of a sweep without measures).
+  const produce: Record<ReportFileName, () => Promise<string | Buffer | null>> = {
     'index.html': async () => report.html,
     'report.json': async () => report.json,
     'cells.csv': async () => report.cellsCsv,
@@ -85,12 +89,15 @@ export async function renderReport(inputs: ReportInputs, wanted: ReadonlySet<Rep
     'figure3.svg': async () => figures.figure3,
     'figure2.png': () => svgToPng(figures.figure2),
     'figure3.png': () => svgToPng(figures.figure3),
+    'measures.svg': async () => figures.measures ?? null,
+    'measures.png': async () => (figures.measures === undefined ? null : svgToPng(figures.measures)),
     'inputs.json': async () => JSON.stringify(inputs, null, 2),
   };
   const files: ReportFileContent[] = [];
   for (const name of Object.keys(REPORT_FILES) as ReportFileName[]) {
     if (!wanted.has(name)) continue;
     const content = await produce[name]();
+    if (content === null) continue;
     const data = typeof content === 'string' ? Buffer.from(content, 'utf8') : content;
     files.push({
       name,

@@ -97,7 +97,8 @@ export interface Report {
   complete: boolean;
   /**
    * The files: `index.html`, `report.json`, `cells.csv`, `arms.csv`, `figure2.svg`,
-   * `figure3.svg`, `figure2.png`, `figure3.png`.
+   * `figure3.svg`, `figure2.png`, `figure3.png`, and `measures.svg`, `measures.png` when the
+   * sweep has the cheap measures.
    */
   files: ReportFile[];
   /** The per-arm table (as `arms.csv`): base bands first, then one row per arm and n. */

@@ -3,10 +3,11 @@ import { aggregate, type CellResult } from './aggregate.ts';
 import type { Cell } from './cells.ts';
 import { renderFigures } from './figures.ts';
 import { expandGrid } from './grid.ts';
-import { summarizeMeasures } from './measures-report.ts';
+import { correlationVerdict, summarizeMeasures } from './measures-report.ts';
 import type { LayerMeasure } from './measures.ts';
 import { buildReport } from './report.ts';
 import { validateSpec } from './spec.ts';
+import { summarize } from './stats.ts';
 import { syntheticResults } from './test-fixtures.ts';
 
 function sweep(repeats: number) {
@@ -55,6 +56,18 @@ describe('summarizeMeasures', () => {
     expect(of('logmeSource', 'AnB').verdict).toBe('reverses the ordering');
     // A flat arm has no ranks to correlate with: no ρ, so no verdict either way.
     expect(of('ckaSourceTarget', 'AnB+')).toMatchObject({ count: 0, verdict: 'inconclusive' });
+  });
+
+  it('shows the interval of ρ within ρ’s range, with the verdict of the unclipped one', () => {
+    // The CIFAR-10 run's CKA against AnB: a t interval of [0.43, 1.17] over 3 repeats.
+    const high = correlationVerdict(summarize([0.964, 0.75, 0.679]));
+    expect(high).toEqual({
+      verdict: 'predicts the ordering',
+      reason: 'the 95% interval of ρ, [0.43, 1.00], lies above 0',
+    });
+    const wide = correlationVerdict(summarize([0.07, -0.75, -0.71]));
+    expect(wide.verdict).toBe('inconclusive');
+    expect(wide.reason).toBe('the 95% interval of ρ, [-1.00, 0.69], spans 0');
   });
 
   it('is inconclusive with fewer than 3 repeats, and absent without measure cells', () => {

@@ -122,7 +122,7 @@ export function summarizeMeasures(plan: SweepPlan, results: readonly CellResult[
   };
 }
 
-function correlationVerdict(summary: Summary): Pick<MeasureCorrelation, 'verdict' | 'reason'> {
+export function correlationVerdict(summary: Summary): Pick<MeasureCorrelation, 'verdict' | 'reason'> {
   if (summary.count < MIN_REPEATS)
     return {
       verdict: 'inconclusive',
@@ -130,15 +130,10 @@ function correlationVerdict(summary: Summary): Pick<MeasureCorrelation, 'verdict
     };
   const lo = summary.mean - (summary.ci95 ?? Infinity);
   const hi = summary.mean + (summary.ci95 ?? Infinity);
-  if (lo > 0)
-    return {
-      verdict: 'predicts the ordering',
-      reason: `the 95% interval of ρ, [${lo.toFixed(2)}, ${hi.toFixed(2)}], lies above 0`,
-    };
-  if (hi < 0)
-    return {
-      verdict: 'reverses the ordering',
-      reason: `the 95% interval of ρ, [${lo.toFixed(2)}, ${hi.toFixed(2)}], lies below 0`,
-    };
-  return { verdict: 'inconclusive', reason: `the 95% interval of ρ, [${lo.toFixed(2)}, ${hi.toFixed(2)}], spans 0` };
+  // A t interval over 3 repeats can pass ±1; ρ cannot, so the interval is shown clipped to its
+  // range. The clip never moves an end across 0, so the verdict is the same either way.
+  const shown = `[${Math.max(lo, -1).toFixed(2)}, ${Math.min(hi, 1).toFixed(2)}]`;
+  if (lo > 0) return { verdict: 'predicts the ordering', reason: `the 95% interval of ρ, ${shown}, lies above 0` };
+  if (hi < 0) return { verdict: 'reverses the ordering', reason: `the 95% interval of ρ, ${shown}, lies below 0` };
+  return { verdict: 'inconclusive', reason: `the 95% interval of ρ, ${shown}, spans 0` };
 }

@@ -54,6 +54,9 @@ describe('summarizeMeasures', () => {
     expect(of('ckaSourceTarget', 'AnB').perRepeat[0]!.layers).toEqual([1, 2, 3, 4, 5]);
     expect(of('ckaSourceTarget', 'AnB').verdict).toBe('predicts the ordering');
     expect(of('logmeSource', 'AnB').verdict).toBe('reverses the ordering');
+    // Depth alone is the baseline row: AnB falls with n, so −n orders it perfectly too.
+    expect(of('depth', 'AnB')).toMatchObject({ label: '−n (depth alone): the baseline', mean: 1 });
+    expect(of('depth', 'AnB').perRepeat[0]!.layers).toEqual([1, 2, 3, 4, 5]);
     // A flat arm has no ranks to correlate with: no ρ, so no verdict either way.
     expect(of('ckaSourceTarget', 'AnB+')).toMatchObject({ count: 0, verdict: 'inconclusive' });
   });

@@ -22,8 +22,15 @@ export interface MeasurePoint extends Summary {
   seeds: number[];
 }
 
-/** The estimates whose ordering over n is set against the trained grid's. */
-const PREDICTORS = ['ckaSourceTarget', 'logmeSource'] as const;
+/**
+ * The estimates whose ordering over n is set against the trained grid's, and the baseline any
+ * of them must beat: depth alone (−n). AnB falls with n in the paper, so any number that falls
+ * with depth gets a high ρ against it; a measure tells something only where it orders the
+ * layers better than −n does.
+ */
+const PREDICTORS = ['ckaSourceTarget', 'logmeSource', 'depth'] as const;
+type Predictor = (typeof PREDICTORS)[number];
+const DEPTH_LABEL = '−n (depth alone): the baseline';
 const PREDICTED: readonly Arm[] = ['AnB', 'AnB+'];
 
 /**
@@ -32,7 +39,7 @@ const PREDICTED: readonly Arm[] = ['AnB', 'AnB+'];
  * then mean and 95% t interval over repeats.
  */
 export interface MeasureCorrelation extends Summary {
-  estimate: MeasureMetric;
+  estimate: Predictor;
   label: string;
   arm: Arm;
   perRepeat: { seed: number; rho: number; layers: number[] }[];
@@ -90,8 +97,11 @@ export function summarizeMeasures(plan: SweepPlan, results: readonly CellResult[
           const cell = cellOf.get(result.cellId);
           if (!cell || cell.arm !== arm || cell.seed !== seed || cell.n === undefined) continue;
           const measure = list.find((m) => m.n === cell.n);
-          if (!measure || !Number.isFinite(measure[estimate]) || !Number.isFinite(result.score)) continue;
-          pairs.push({ n: cell.n, estimate: measure[estimate], score: result.score });
+          // Depth is set against the same layers as the measures, so the rows compare like with like.
+          if (!measure || !Number.isFinite(result.score)) continue;
+          const value = estimate === 'depth' ? -cell.n : measure[estimate];
+          if (!Number.isFinite(value)) continue;
+          pairs.push({ n: cell.n, estimate: value, score: result.score });
         }
         pairs.sort((a, b) => a.n - b.n);
         const rho = spearman(
@@ -103,7 +113,7 @@ export function summarizeMeasures(plan: SweepPlan, results: readonly CellResult[
       const summary = summarize(perRepeat.map((r) => r.rho));
       correlations.push({
         estimate,
-        label: MEASURE_METRICS[estimate],
+        label: estimate === 'depth' ? DEPTH_LABEL : MEASURE_METRICS[estimate],
         arm,
         perRepeat,
         ...summary,

@@ -467,7 +467,9 @@ layer-n features on B's labels. ${esc(how.join('; '))}.</p>
 ${figure ? `<figure>${figureHtml(figure, 'The cheap measures per layer')}</figure>` : ''}
 ${values.length > 0 ? table(['layer', ...metrics], values, { className: 'num' }) : '<p>No measure cell has finished.</p>'}
 <p class="meta">Spearman's ρ between an estimate and the measured test top-1 of an arm across n, per repeat; then mean ± 95% t interval
-over repeats. Positive ρ: the estimate orders the layers as the trained grid does. Fewer than ${MIN_REPEATS} repeats: inconclusive.</p>
+over repeats. Positive ρ: the estimate orders the layers as the trained grid does. Fewer than ${MIN_REPEATS} repeats: inconclusive.
+The row −n is depth alone, the baseline: where AnB falls with n, anything that falls with depth orders its layers too, so an
+estimate tells something beyond depth only where its ρ is above the baseline's.</p>
 ${
   correlations.length > 0
     ? table(['estimate', 'arm', 'ρ per repeat', 'mean ± CI (repeats)', 'verdict', 'why'], correlations)

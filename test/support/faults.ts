@@ -2,7 +2,7 @@
 // the one scripts/test.sh shares), child processes with their output kept, and the trained
 // weights of a cell read from its checkpoint manifest (the test process loads no TensorFlow.js).
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { open, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { REPO, freePort } from './servers.ts';
@@ -117,4 +117,66 @@ export async function consumerCounts(nats: OwnNats, stream: string, consumer: st
     }
   }
   throw new Error(`no consumer ${consumer} on stream ${stream} at ${nats.monitorUrl}/jsz`);
+}
+
+export interface OwnRadosgw {
+  /** TRANSFERLAB_S3_* for this gateway, as scripts/radosgw-start.sh prints them. */
+  env: Record<string, string>;
+  /** Stops the gateway (radosgw) alone: the S3 endpoint goes away, the monitor and OSD keep the objects. */
+  stopGateway(): Promise<void>;
+  /** Starts the gateway again, on the same port and cluster, and waits until it answers. */
+  startGateway(): Promise<void>;
+  /** Stops the whole cluster (scripts/radosgw-stop.sh). */
+  stop(): Promise<void>;
+}
+
+/**
+ * A Ceph cluster with its radosgw under `dir`, through scripts/radosgw-start.sh: a test's own S3
+ * server, to stop and start while the suite's shared one stays up for the other tests.
+ */
+export async function ownRadosgw(dir: string): Promise<OwnRadosgw> {
+  const port = await freePort();
+  const { stdout } = await run('bash', [join(REPO, 'scripts/radosgw-start.sh'), dir, String(port)], {
+    timeout: 180_000,
+  });
+  const env: Record<string, string> = {};
+  for (const line of stdout.split('\n')) {
+    const match = /^(TRANSFERLAB_S3_[A-Z0-9_]+)=(.*)$/.exec(line.trim());
+    if (match) env[match[1]!] = match[2]!;
+  }
+  if (!env.TRANSFERLAB_S3_ENDPOINT) throw new Error(`radosgw under ${dir} printed no TRANSFERLAB_S3_ENDPOINT`);
+  const pidFile = join(dir, 'pids', 'rgw.pid');
+  // The gateway's own command line, as radosgw-start.sh launched it, to start it again alike.
+  const gatewayPid = Number((await readFile(pidFile, 'utf8')).trim());
+  const argv = (await readFile(`/proc/${gatewayPid}/cmdline`, 'utf8')).split('\0').filter((arg) => arg !== '');
+  const answers = async (): Promise<boolean> =>
+    fetch(`http://127.0.0.1:${port}/`)
+      .then(() => true)
+      .catch(() => false);
+  return {
+    env,
+    stopGateway: async () => {
+      const pid = Number((await readFile(pidFile, 'utf8')).trim());
+      process.kill(pid, 'SIGTERM');
+      const until = Date.now() + 10_000;
+      while (Date.now() < until && (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')) !== '')
+        await sleep(100);
+      if (await answers()) throw new Error(`radosgw (PID ${pid}) still answers on port ${port} after SIGTERM`);
+    },
+    startGateway: async () => {
+      const out = await open(join(dir, 'log', 'rgw.out'), 'a');
+      const gateway = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', out.fd, out.fd] });
+      gateway.unref();
+      await out.close();
+      await writeFile(pidFile, `${gateway.pid}\n`);
+      const until = Date.now() + 60_000;
+      while (!(await answers())) {
+        if (Date.now() > until) throw new Error(`radosgw under ${dir} did not answer on port ${port} within 60 s`);
+        await sleep(200);
+      }
+    },
+    stop: async () => {
+      await run('bash', [join(REPO, 'scripts/radosgw-stop.sh'), dir]);
+    },
+  };
 }

@@ -170,6 +170,44 @@ describe('NATS bus', () => {
     }
   });
 
+  it('keeps a KV call going through an outage within its bound, and past it names the call and the time tried', async () => {
+    const server = await startServer();
+    let bus: Bus | undefined;
+    try {
+      bus = await connectNatsBus({
+        servers: server.url,
+        name: 'outage-bound-test',
+        reconnectTimeWaitMs: 50,
+        reconnectJitterMs: 50,
+        requestTimeoutMs: 300,
+        outageBoundMs: 1500,
+      });
+      const kv = await bus.kv('test-outage');
+      await kv.putJson('sweep.s1', { state: 'running' });
+
+      await stopServer(server);
+      // Past the bound: a loud error that says what was tried, for how long.
+      const started = Date.now();
+      const error = await kv.getJson('sweep.s1').then(
+        () => undefined,
+        (caught: unknown) => caught as Error,
+      );
+      expect(error).toBeInstanceOf(Error);
+      expect(error!.message).toMatch(/^kv test-outage: get 'sweep\.s1' \(\d+ attempts over \d+\.\d s\): /);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1400);
+
+      // Within the bound: the call started while the server is down returns once it is back.
+      const during = kv.getJson('sweep.s1');
+      await sleep(300);
+      await startServer(server.dir, server);
+      expect((await during)?.value).toEqual({ state: 'running' });
+    } finally {
+      await bus?.close();
+      await stopServer(server);
+      await rm(server.dir, { recursive: true, force: true });
+    }
+  });
+
   it('fails at once, naming the server, when nothing listens', async () => {
     const port = await freePort();
     await expect(connectNatsBus({ servers: `nats://127.0.0.1:${port}`, name: 'nobody' })).rejects.toThrow(

@@ -68,6 +68,7 @@ import {
   workQueueSubject,
 } from './subjects.ts';
 import { consumeInSpan, runInMessageContext, withTraceHeaders } from './telemetry-context.ts';
+import { OUTAGE_BOUND_MS, withBackoff } from './retry.ts';
 
 /**
  * The bus over NATS JetStream (server 2.9+, the `nats` 2.x client). On connect it creates or
@@ -98,10 +99,11 @@ export interface NatsBusOptions {
   /** How long a JetStream request (publish ack, KV read, consumer setup) may take. Default 5000 ms. */
   requestTimeoutMs?: number;
   /**
-   * Attempts of a publish whose ack does not come (the connection dropped meanwhile). Every
-   * attempt carries the same dedupe id, so a message is stored at most once. Default 3.
+   * How long a publish or a KV call keeps retrying while NATS does not answer (a restart, a
+   * dropped connection), with growing delays. A publish's retries carry the same dedupe id, so a
+   * message is stored at most once. Default 120 s (OUTAGE_BOUND_MS).
    */
-  publishAttempts?: number;
+  outageBoundMs?: number;
   logger?: BusLogger;
 }
 
@@ -191,7 +193,7 @@ function streamConfig(
 
 class NatsBus implements Bus {
   private readonly logger: BusLogger | undefined;
-  private readonly publishAttempts: number;
+  private readonly outageBoundMs: number;
   private readonly subscriptions = new Set<Subscription>();
   private readonly queues = new Map<string, Promise<void>>();
   private closed = false;
@@ -203,7 +205,29 @@ class NatsBus implements Bus {
     private readonly options: NatsBusOptions,
   ) {
     this.logger = options.logger;
-    this.publishAttempts = positiveInteger(options.publishAttempts, 3, 'publishAttempts');
+    this.outageBoundMs = nonNegativeNumber(options.outageBoundMs, OUTAGE_BOUND_MS, 'outageBoundMs');
+  }
+
+  /**
+   * `call` again while NATS does not answer, within the outage bound (closing the bus ends it at
+   * once); the error past the bound names the call and how long it was tried.
+   */
+  async throughOutage<T>(where: string, call: () => Promise<T>): Promise<T> {
+    const started = Date.now();
+    let attempts = 1;
+    try {
+      return await withBackoff(call, {
+        transient: (error) => !this.closed && TRANSIENT_NATS_CODES.has(errorCode(error) ?? ''),
+        boundMs: this.outageBoundMs,
+        onRetry: (error, attempt) => {
+          attempts = attempt + 1;
+          if (attempt === 1) this.logger?.warn({ where, err: error }, 'NATS did not answer: retrying');
+        },
+      });
+    } catch (error) {
+      const tried = ((Date.now() - started) / 1000).toFixed(1);
+      throw wrap(attempts > 1 ? `${where} (${attempts} attempts over ${tried} s)` : where, error);
+    }
   }
 
   /** Logs disconnects and reconnects; the client reconnects by itself. */
@@ -283,17 +307,13 @@ class NatsBus implements Bus {
     const msgID = options.msgId ?? nuid.next();
     // The active trace context rides along as `traceparent` unless the caller set one.
     const headers = toNatsHeaders(withTraceHeaders(options.headers));
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const ack = await this.js.publish(subject, bytes, { msgID, headers });
-        return { seq: ack.seq, duplicate: options.msgId === undefined ? false : ack.duplicate };
-      } catch (error) {
-        if (errorCode(error) === '503') throw wrap(`${where}: no stream captures this subject`, error);
-        if (errorCode(error) !== 'TIMEOUT' || attempt >= this.publishAttempts || this.closed) {
-          throw wrap(attempt > 1 ? `${where} (${attempt} attempts)` : where, error);
-        }
-        this.logger?.warn({ subject, attempt, err: error }, 'publish not acknowledged: retrying');
-      }
+    try {
+      const ack = await this.throughOutage(where, () => this.js.publish(subject, bytes, { msgID, headers }));
+      return { seq: ack.seq, duplicate: options.msgId === undefined ? false : ack.duplicate };
+    } catch (error) {
+      const cause = (error as Error).cause;
+      if (errorCode(cause) === '503') throw wrap(`${where}: no stream captures this subject`, cause);
+      throw error;
     }
   }
 
@@ -546,11 +566,7 @@ class NatsKeyValueStore implements KeyValueStore {
     const where = `kv ${this.bucket}: ${what} '${key}'`;
     this.bus.assertOpen(where);
     assertKvKey(key);
-    try {
-      return await fn();
-    } catch (error) {
-      throw wrap(where, error);
-    }
+    return this.bus.throughOutage(where, fn);
   }
 
   async get(key: string): Promise<KvValue | undefined> {
@@ -756,7 +772,14 @@ function plainBytes(data: Uint8Array): Uint8Array {
   return data.constructor === Uint8Array ? data : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
+/**
+ * NATS failures that pass on their own: a request with no answer in time, or no connection
+ * while the client reconnects. A closed connection or a refusal by the server does not.
+ */
+const TRANSIENT_NATS_CODES = new Set(['TIMEOUT', 'DISCONNECT', 'CONNECTION_REFUSED', 'CONNECTION_TIMEOUT', '408']);
+
 function errorCode(error: unknown): string | undefined {
+  if (error === null || typeof error !== 'object') return undefined;
   return (error as { code?: unknown }).code === undefined ? undefined : String((error as { code: unknown }).code);
 }
 

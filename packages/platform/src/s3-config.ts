@@ -28,10 +28,12 @@ export interface S3StoreOptions {
   partSize?: number;
   /** Keys asked for per list request (1..1000). Default 1000, S3's maximum. */
   listPageSize?: number;
-  /** Attempts per request on transient failures (network errors, HTTP 5xx); 1 disables retries. Default 4. */
+  /** Attempts per request on transient failures (network errors, HTTP 5xx); 1 disables retries. Default: as many as outageBoundMs allows. */
   attempts?: number;
   /** First retry delay; doubles per attempt, with jitter, capped at 5 s. Default 200 ms. */
   retryBaseDelayMs?: number;
+  /** How long a request keeps retrying through an outage of the S3 server. Default 120 s (OUTAGE_BOUND_MS). */
+  outageBoundMs?: number;
 }
 
 export const MIN_PART_SIZE = 5 * 1024 * 1024;
@@ -103,6 +105,9 @@ export function validateS3StoreOptions(options: S3StoreOptions): S3StoreOptions 
   }
   if (options.attempts !== undefined && (!Number.isInteger(options.attempts) || options.attempts < 1)) {
     problem('attempts', `must be an integer of at least 1, got ${options.attempts}`);
+  }
+  if (options.outageBoundMs !== undefined && !(Number.isFinite(options.outageBoundMs) && options.outageBoundMs >= 0)) {
+    problem('outageBoundMs', `must be a number of milliseconds, 0 or more, got ${options.outageBoundMs}`);
   }
   return { ...options, prefix };
 }

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, S3Error } from 'minio';
 import { type ObjectStat, type ObjectStore, ObjectNotFoundError, assertSafeKey } from './object-store.ts';
+import { type BackoffOptions, OUTAGE_BOUND_MS, withBackoff } from './retry.ts';
 import {
   DEFAULT_PART_SIZE,
   MIN_PART_SIZE,
@@ -28,7 +28,6 @@ const META_PREFIX = 'x-amz-meta-';
 const MAX_PARTS = 10_000;
 /** Parts in flight at once during a multipart upload. */
 const PART_CONCURRENCY = 3;
-const MAX_RETRY_DELAY_MS = 5_000;
 /** The minio client's default part size. */
 const CLIENT_MIN_PART_SIZE = 64 * 1024 * 1024;
 
@@ -147,8 +146,7 @@ export class S3Store implements ObjectStore {
   readonly partSize: number;
   private readonly client: Client;
   private readonly listPageSize: number;
-  private readonly attempts: number;
-  private readonly retryBaseDelayMs: number;
+  private readonly retry: Omit<BackoffOptions, 'onRetry'>;
   private bucketReady: Promise<void> | undefined;
 
   constructor(options: S3StoreOptions) {
@@ -157,8 +155,12 @@ export class S3Store implements ObjectStore {
     this.prefix = checked.prefix;
     this.partSize = checked.partSize ?? DEFAULT_PART_SIZE;
     this.listPageSize = checked.listPageSize ?? 1000;
-    this.attempts = checked.attempts ?? 4;
-    this.retryBaseDelayMs = checked.retryBaseDelayMs ?? 200;
+    this.retry = {
+      transient: isTransientS3Failure,
+      boundMs: checked.outageBoundMs ?? OUTAGE_BOUND_MS,
+      baseDelayMs: checked.retryBaseDelayMs ?? 200,
+      ...(checked.attempts !== undefined ? { attempts: checked.attempts } : {}),
+    };
     this.client = new Client({
       endPoint: checked.endPoint,
       port: checked.port,
@@ -427,16 +429,8 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  /** Runs one request, again after a growing delay while it fails transiently. */
-  private async retrying<T>(request: () => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await request();
-      } catch (error) {
-        if (attempt >= this.attempts || !isTransientS3Failure(error)) throw error;
-        const ceiling = Math.min(MAX_RETRY_DELAY_MS, this.retryBaseDelayMs * 2 ** (attempt - 1));
-        await sleep(ceiling / 2 + Math.random() * (ceiling / 2));
-      }
-    }
+  /** Runs one request, again after a growing delay while it fails transiently, within the outage bound. */
+  private retrying<T>(request: () => Promise<T>): Promise<T> {
+    return withBackoff(request, this.retry);
   }
 }

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { type Cell, validateSpec } from '@transferlab/experiment';
-import { LocalFolderStore, createInProcessBus } from '@transferlab/platform';
+import { LocalFolderStore, SWEEPS_BUCKET, createInProcessBus } from '@transferlab/platform';
 import type { StoredResult } from '../evaluate-cell.ts';
 import { CellRunError, type CellSteps, type Executor } from './ports.ts';
 import { SweepController } from './sweep-controller.ts';
@@ -90,6 +90,28 @@ describe('SweepController', () => {
     expect(byArm('baseB')[0]!.error).toMatch(/attempt 3\/3: .*OOMKilled/);
     expect(byArm('BnB+').every((record) => record.state === 'blocked')).toBe(true);
     expect(byArm('AnB').every((record) => record.state === 'succeeded')).toBe(true);
+  });
+
+  it('fails the sweep, naming the cell and the call, when its KV bookkeeping fails past the outage bound', async () => {
+    const { bus, ports, controller } = await setup();
+    // KV "gone for good" for the transfer cells' leases: the bases take theirs, then every
+    // lease create fails as the NATS store does past its bound.
+    const kv = await bus.kv(SWEEPS_BUCKET, { history: 5 });
+    const create = kv.create.bind(kv);
+    let leases = 0;
+    kv.create = async (key, value) => {
+      if (key.startsWith('lease.') && ++leases > 2) {
+        throw new Error(`kv ${SWEEPS_BUCKET}: create '${key}' (25 attempts over 120.4 s): TIMEOUT`);
+      }
+      return create(key, value);
+    };
+    const sweep = await controller.start(spec, { specDir: '.' });
+    const ended = await controller.wait(sweep.id);
+    expect(ended?.state).toBe('failed');
+    expect(ended?.error).toMatch(
+      /^cell (AnB|BnB\+) n=\d seed=1 \([0-9a-f]{20}\): kv .*create 'lease\..*attempts over 120\.4 s\): TIMEOUT/,
+    );
+    expect(ports.trained.sort()).toEqual(['baseA seed=1', 'baseB seed=1']);
   });
 
   it('cancels a running sweep and a new controller on the same bus carries on an unfinished one', async () => {

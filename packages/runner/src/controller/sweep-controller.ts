@@ -367,11 +367,17 @@ export class SweepController {
       return state && ACTIVE_CELL_STATES.includes(state) ? 'pending' : state;
     };
     let lookedAt = 0;
+    // A cell whose bookkeeping failed past the outage bound (KV or the store gone for good) ends
+    // the sweep with that error: the other cells stop at their next checkpoint, and starting the
+    // sweep again resumes them all.
+    let failure: Error | undefined;
+    const stopCells = new AbortController();
+    const cellSignal = AbortSignal.any([signal, stopCells.signal]);
     for (;;) {
       ended = false;
       const slotAt = queued ? firstEndAt : 0;
       firstEndAt = 0;
-      if (signal.aborted) break;
+      if (signal.aborted || failure) break;
       // A cancel may come through another controller: read the sweep's record (with every cell
       // id, 330 KB at 5000 cells) at most once a second rather than on every turn.
       if (Date.now() - lookedAt >= SWEEP_REREAD_MS) {
@@ -400,13 +406,18 @@ export class SweepController {
         const { maxAttempts } = view.sweep.value;
         const attributes = { [ATTRIBUTES.cellId]: cell.id, [ATTRIBUTES.cellName]: cell.name };
         const task = withSpan('cell', { attributes }, () =>
-          this.runCell(id, cell, { maxAttempts, signal, readyAt }),
-        ).finally(() => {
-          running.delete(cellId);
-          firstEndAt ||= Date.now();
-          ended = true;
-          wake();
-        });
+          this.runCell(id, cell, { maxAttempts, signal: cellSignal, readyAt }),
+        )
+          .catch((error: unknown) => {
+            failure ??= new Error(`cell ${cell.name} (${cell.id}): ${(error as Error).message}`, { cause: error });
+            stopCells.abort();
+          })
+          .finally(() => {
+            running.delete(cellId);
+            firstEndAt ||= Date.now();
+            ended = true;
+            wake();
+          });
         running.set(cellId, task);
       }
       if (block.length > 0) continue;
@@ -421,6 +432,7 @@ export class SweepController {
       if (!ended) await new Promise<void>((resolve) => (wake = resolve));
     }
     await Promise.allSettled(running.values());
+    if (failure) throw failure;
   }
 
   /** When the cell became ready to run: its last dependency succeeded, its last attempt failed, or the sweep began. */

@@ -13,9 +13,10 @@
 // included), and onCheckpoint (each checkpoint's store time). The step span of an epoch (first
 // to last step report, scaled by n/(n-1) for the first step) holds the batches' building too, so
 // the data pipeline is timed on its own over the same batches and moved to the overhead.
-// "Other" is the rest of the wall time: loading the split, building or
-// loading nets, the final net, the test pass, result.json: an upper bound of the overhead, as
-// the test pass is useful work. The controller's share (scheduling, KV, events) per cell comes
+// The test pass (the cell's primary score: useful work, not overhead) is timed on its own too,
+// on a net of the same shape over the same test images, since its cost does not depend on the
+// weights. "Other" is the rest of the wall time: loading the split, building or loading nets,
+// the final net, result.json. The controller's share (scheduling, KV, events) per cell comes
 // from bench/controller-scale.ts (cells per CPU-second) and is added as a row.
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -27,7 +28,7 @@ import { promisify } from 'node:util';
 import { makeBatches } from '@transferlab/data';
 import { expandGrid, validateSpec } from '@transferlab/experiment';
 import { LocalFolderStore, type ObjectStore, S3Store, s3StoreOptionsFromEnv } from '@transferlab/platform';
-import { selectBackend } from '@transferlab/nn';
+import { buildNet, evaluate, selectBackend } from '@transferlab/nn';
 import { ensureSplits, loadSubsets, runCell } from '@transferlab/runner';
 
 const run = promisify(execFile);
@@ -94,17 +95,27 @@ async function measure(label: string, store: ObjectStore, epochs: number): Promi
     for await (const _ of makeBatches(trainSet!, { batchSize: 32, seed: 1, epoch, dropLast: false })) void _;
   }
   const dataSeconds = (performance.now() - dataStart) / 1000;
+  // The test pass alone: the same net shape over the same test images, after one warm-up pass.
+  const [testSet] = await loadSubsets(store, cell, ['test']);
+  const test = { images: testSet!.pixels, labels: testSet!.labels, count: testSet!.count };
+  const probe = buildNet(spec.net, { inputShape: testSet!.shape, numClasses: testSet!.classes.length, seed: 1 });
+  evaluate(probe, test);
+  const testStart = performance.now();
+  evaluate(probe, test);
+  const testSeconds = (performance.now() - testStart) / 1000;
+  probe.dispose();
   const controllerSeconds = 1 / CONTROLLER_CELLS_PER_CPU_SECOND;
   const pureSteps = stepSeconds - dataSeconds;
-  const other = wall - stepSeconds - validationSeconds - checkpointSeconds;
+  const other = wall - stepSeconds - validationSeconds - checkpointSeconds - testSeconds;
   const overhead = dataSeconds + checkpointSeconds + other + controllerSeconds;
   console.log(`\n${label}: cell ${cell.name}, ${epochs} epoch(s), wall ${wall.toFixed(2)} s`);
   const rows: Array<[string, number]> = [
     ['training steps (net only)', pureSteps],
     ['validation passes', validationSeconds],
+    [`test pass (${testSet!.count} images, the primary score)`, testSeconds],
     ['data loading (batches)', dataSeconds],
     ['checkpoint I/O', checkpointSeconds],
-    ['other (split load, nets, test pass, result)', other],
+    ['other (split load, nets, result)', other],
     ['controller: scheduling, KV, events (from controller-scale)', controllerSeconds],
   ];
   for (const [name, seconds] of rows) {

@@ -24,7 +24,6 @@ import { SweepController } from '@transferlab/runner/controller/sweep-controller
 import { createServer as controllerServer, sweepServiceRegistration } from '../services/controller/src/server.ts';
 import { createServer as splitterServer } from '../services/dataset-splitter/src/server.ts';
 import { createServer as evaluatorServer } from '../services/evaluator/src/server.ts';
-import { createServer as trainerServer } from '../services/trainer/src/server.ts';
 import { createServer as transplanterServer } from '../services/transplanter/src/server.ts';
 import { parseSpec, plannedCellCount } from '@transferlab/experiment';
 import { specText } from './support/spec-arbitrary.ts';
@@ -197,12 +196,7 @@ beforeAll(async () => {
   root.resolvePath = (_origin, target) => (target.startsWith('google/') ? target : join(PROTO_ROOT, target));
   root.loadSync(PROTO_FILES, { keepCase: true });
   root.resolveAll();
-  // The trainer's createServer listens itself.
-  const trainer = await trainerServer({ store, bus, log, port: 0 });
-  stops.push(() => trainer.shutdown(1000));
-  const listening: Array<{ name: string; port: number }> = [
-    { name: 'transferlab.v1.TrainerService', port: trainer.port },
-  ];
+  const listening: Array<{ name: string; port: number }> = [];
   for (const registration of registrations) {
     const server = await startGrpcServer({
       services: [registration as Parameters<typeof startGrpcServer>[0]['services'][number]],
@@ -290,12 +284,10 @@ describe('gRPC request fuzz', () => {
         'CreateSplit',
         'Evaluate',
         'GetReport',
-        'GetRun',
         'GetSplit',
         'GetSweep',
         'ListSweeps',
         'Measure',
-        'RunCell',
         'StartSweep',
         'Transplant',
         'WatchSweep',

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The trainer. `run-cell --cell-id ID --sweep-id SWEEP`: train one cell and exit (a cluster's
-// per-cell pod, or the process executor's child). No subcommand: the gRPC TrainerService.
-// Only wiring here; the work is in run-cell-command.ts and server.ts. Exit codes: README.md.
+// per-cell pod, or the process executor's child). Only wiring here; the work is in
+// run-cell-command.ts. Exit codes: README.md.
 import {
   ATTRIBUTES,
   TrainingMetrics,
@@ -9,17 +9,14 @@ import {
   currentTraceparent,
   extractContext,
   loadConfig,
-  onShutdownSignal,
   openBus,
   openStore,
-  serverSecurityFromEnv,
   withSpan,
 } from '@transferlab/platform';
 import { type Telemetry, startTelemetry } from '@transferlab/platform/telemetry';
 import { STOP_WITH_PARENT_ENV } from '@transferlab/runner/controller/process-executor';
 import { trainerConfig } from './config.ts';
 import { EXIT_CODES, RUN_CELL_USAGE, parseRunCellArgs, runCellCommand } from './run-cell-command.ts';
-import { createServer } from './server.ts';
 
 const log = createLogger('trainer');
 /** How often a trainer started with STOP_WITH_PARENT_ENV looks for its parent. */
@@ -116,29 +113,6 @@ async function runCell(argv: string[], telemetry: Telemetry): Promise<number> {
   }
 }
 
-async function serve(): Promise<void> {
-  // Metrics endpoint and trace export first: everything after is observed.
-  const telemetry = await startTelemetry({ service: 'trainer' });
-  const config = loadConfig(trainerConfig);
-  const store = openStore();
-  const bus = await openBus('trainer');
-  const server = await createServer({
-    store,
-    bus,
-    log,
-    port: config.port,
-    host: config.host,
-    security: serverSecurityFromEnv(),
-    progressIntervalMs: config.progressIntervalMs,
-    metrics: new TrainingMetrics(telemetry.meter),
-  });
-  onShutdownSignal(async () => {
-    await server.shutdown();
-    await bus.close();
-    await telemetry.shutdown();
-  }, log);
-}
-
 const [command, ...rest] = process.argv.slice(2);
 if (command === 'run-cell') {
   const telemetry = await runCellTelemetry();
@@ -147,14 +121,11 @@ if (command === 'run-cell') {
   await telemetry.awaitScrapes(1);
   await telemetry.shutdown();
   process.exit(code);
-} else if (command === undefined || command === 'serve') {
-  try {
-    await serve();
-  } catch (error) {
-    log.error({ err: error }, 'the trainer could not start');
-    process.exit(1);
-  }
 } else {
-  log.error(`unknown command '${command}': expected run-cell or serve (the default)\n${RUN_CELL_USAGE}`);
+  log.error(
+    command === undefined
+      ? `no command: expected run-cell\n${RUN_CELL_USAGE}`
+      : `unknown command '${command}': expected run-cell\n${RUN_CELL_USAGE}`,
+  );
   process.exit(EXIT_CODES.usage);
 }

@@ -157,6 +157,15 @@ describe('trainer run-cell', () => {
     expect(code).toBe(2);
     expect(stderr).toContain('--sweep-id is required');
   });
+
+  it('exits 2 with the usage when no command, or another one, is given: run-cell is the only mode', async () => {
+    for (const args of [[], ['serve']]) {
+      const { code, stderr } = await startTrainer(args, {}).done;
+      expect(code, stderr).toBe(2);
+      expect(stderr).toContain('expected run-cell');
+      expect(stderr).toContain('--cell-id');
+    }
+  });
 });
 
 describe('ProcessExecutor with the real trainer', () => {

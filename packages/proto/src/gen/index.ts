@@ -7,6 +7,5 @@ export * from './transferlab/v1/report.ts';
 export * from './transferlab/v1/split.ts';
 export * from './transferlab/v1/sweep.ts';
 export * from './transferlab/v1/sweep_service.ts';
-export * from './transferlab/v1/trainer_service.ts';
 export * from './transferlab/v1/training.ts';
 export * from './transferlab/v1/transplanter_service.ts';

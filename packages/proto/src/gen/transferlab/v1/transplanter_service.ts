@@ -35,7 +35,7 @@ export interface TransplantRequest {
 
 /** The prepared checkpoint. */
 export interface TransplantResponse {
-  /** The cell's initial checkpoint (`cells/<id>/initial/`), to pass to TrainerService.RunCell. */
+  /** The cell's initial checkpoint (`cells/<id>/initial/`), which the trainer's run-cell starts from. */
   initialCheckpoint?:
     | CheckpointRef
     | undefined;

@@ -111,7 +111,9 @@ describe('SweepController', () => {
     expect(ended?.error).toMatch(
       /^cell (AnB|BnB\+) n=\d seed=1 \([0-9a-f]{20}\): kv .*create 'lease\..*attempts over 120\.4 s\): TIMEOUT/,
     );
-    expect(ports.trained.sort()).toEqual(['baseA seed=1', 'baseB seed=1']);
+    // The failure stops the cells still running (a base net may be among them): none trains on.
+    expect(ports.trained.length).toBeGreaterThan(0);
+    expect(ports.trained.every((name) => name.startsWith('base'))).toBe(true);
   });
 
   it('cancels a running sweep and a new controller on the same bus carries on an unfinished one', async () => {

@@ -19,7 +19,6 @@ import {
   type Logger,
   type ObjectStore,
   PoisonMessageError,
-  RevisionMismatchError,
   SWEEPS_BUCKET,
   type Subscription,
   cellKey,
@@ -64,7 +63,6 @@ import {
   type CellState as DomainCellState,
   type SweepRecord,
   FINAL_CELL_STATES,
-  countCells,
   isFinalSweep,
 } from '@transferlab/runner/controller/records';
 import type { SweepController, SweepEvent as BusSweepEvent } from '@transferlab/runner/controller/sweep-controller';
@@ -241,51 +239,10 @@ export function createServer(deps: ServerDeps): SweepServiceServer {
     const before = await load(request.sweepId);
     const id = before.sweep.id;
     if (!isFinalSweep(before.sweep.state)) {
-      await controller.cancel(id);
-      await settleCancel(id, request.reason);
+      await controller.cancel(id, request.reason);
       log.info({ sweepId: id, reason: request.reason || undefined }, 'sweep cancelled');
     }
     return { sweep: (await snapshotToProto(await load(id))).sweep };
-  }
-
-  /**
-   * Records the reason as the sweep's error, and makes sure the sweep is CANCELLED: a cancel
-   * that lands while the splits are being made can be overwritten by the driver's move to
-   * `running` (packages/runner's SweepController), which would leave the sweep running with
-   * nothing driving it. The driver has stopped by now, so this write races nobody; it is a
-   * compare-and-set all the same, as the controller's own writes are.
-   */
-  async function settleCancel(id: string, reason: string): Promise<void> {
-    const bucket = await kv();
-    for (let tries = 0; tries < 10; tries++) {
-      const current = await bucket.getJson<SweepRecord>(sweepKey(id));
-      if (!current) return;
-      const stuck = !isFinalSweep(current.value.state);
-      if (!stuck && !reason) return;
-      const next: SweepRecord = {
-        ...current.value,
-        state: stuck ? 'cancelled' : current.value.state,
-        error: reason ? `cancelled: ${reason}` : current.value.error,
-        updatedAt: new Date().toISOString(),
-      };
-      try {
-        await bucket.updateJson(sweepKey(id), next, current.revision);
-      } catch (error) {
-        if (error instanceof RevisionMismatchError) continue;
-        throw error;
-      }
-      if (stuck) {
-        const cells = (await controller.get(id))?.cells ?? [];
-        const event: BusSweepEvent = {
-          sweepId: id,
-          state: 'cancelled',
-          counts: countCells(cells),
-          message: 'cancelled',
-        };
-        await bus.publish(sweepEventSubject(id), event);
-      }
-      return;
-    }
   }
 
   async function getReport(request: GetReportRequest): Promise<GetReportResponse> {

@@ -245,13 +245,25 @@ export class SweepController {
   }
 
   /** Stops a sweep: running cells are interrupted (their checkpoints kept), pending ones cancelled. */
-  async cancel(id: string): Promise<SweepRecord | undefined> {
+  /**
+   * Cancels a sweep: its driver stops (running cells checkpoint), unfinished cells become
+   * cancelled, and `reason`, when given, is recorded as the sweep's error.
+   */
+  async cancel(id: string, reason = ''): Promise<SweepRecord | undefined> {
     const current = await this.get(id);
     if (!current) return undefined;
     if (isFinalSweep(current.sweep.state)) return current.sweep;
-    const sweep = await this.updateSweep(id, (record) => ({ ...record, state: 'cancelled' }));
+    const cancelled = (record: SweepRecord): SweepRecord => ({
+      ...record,
+      state: isFinalSweep(record.state) ? record.state : 'cancelled',
+      ...(reason ? { error: `cancelled: ${reason}` } : {}),
+    });
+    await this.updateSweep(id, cancelled);
     this.drivers.get(id)?.abort.abort();
     await this.drivers.get(id)?.done;
+    // A driver that was making the splits may have moved the sweep on to running from a record
+    // read before the cancel; it has stopped now, so this second write races nobody.
+    const sweep = await this.updateSweep(id, cancelled);
     const view = await this.view(id);
     try {
       for (const { value: record } of [...(view?.cells.values() ?? [])]) {

@@ -2,7 +2,14 @@ import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { type CalibrationJob, type CalibrationResult, calibrate, calibrationKey, meanOf } from './calibrate.ts';
+import {
+  type CalibrationJob,
+  type CalibrationResult,
+  busyWhenMeasured,
+  calibrate,
+  calibrationKey,
+  meanOf,
+} from './calibrate.ts';
 
 const job: CalibrationJob = {
   net: { kind: 'small', width: 0.125, dropout: 0.5, init: 'he' },
@@ -47,6 +54,20 @@ describe('calibration', () => {
     // Another batch size or process count is another key.
     expect(calibrationKey({ ...job, batchSize: 16 }, 2)).not.toBe(calibrationKey(job, 2));
     expect(calibrationKey(job, 1)).not.toBe(calibrationKey(job, 2));
+  });
+
+  it('records the load it was measured under, and says when that was a busy machine', async () => {
+    const cacheDir = await mkdtemp(join(tmpdir(), 'tl-calibration-'));
+    const measure = async () => [figures(100)];
+    const busy = await calibrate({ job, processes: 1, cacheDir, measure, loadAverage: () => 64 });
+    expect(busy.loadAverage).toBe(64);
+    expect(busyWhenMeasured(busy)).toMatch(/^measured under a load average of 64\.0 on \d+ thread\(s\).*--recalibrate/);
+    // The cache keeps what it was measured under.
+    expect(busyWhenMeasured(await calibrate({ job, processes: 1, cacheDir, measure }))).toBe(busyWhenMeasured(busy));
+    const quiet = await calibrate({ job, processes: 1, cacheDir, measure, refresh: true, loadAverage: () => 0.2 });
+    expect(busyWhenMeasured(quiet)).toBeUndefined();
+    const { loadAverage: _, ...older } = quiet;
+    expect(busyWhenMeasured(older)).toBeUndefined();
   });
 
   it('refuses processes that ended up on different backends', () => {

@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { availableParallelism, cpus, homedir } from 'node:os';
+import { availableParallelism, cpus, homedir, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { NetSpec, Throughput } from '@transferlab/experiment';
@@ -37,6 +37,8 @@ export interface Calibration {
   /** Processes measured at once (each figure is per process). */
   processes: number;
   machine: { cpu: string; threads: number; node: string; tfjs: string; backendAsked: string };
+  /** The 1-minute load average when the measurement began (absent in older cache files). */
+  loadAverage?: number;
   throughput: CalibrationResult;
 }
 
@@ -50,6 +52,8 @@ export interface CalibrateOptions {
   onProgress?: (message: string) => void;
   /** For tests: the figures, instead of a real run. */
   measure?: (job: CalibrationJob, processes: number) => Promise<CalibrationResult[]>;
+  /** For tests: the machine's 1-minute load average. */
+  loadAverage?: () => number;
 }
 
 export function calibrationCacheDir(): string {
@@ -82,6 +86,7 @@ export async function calibrate(options: CalibrateOptions): Promise<Calibration>
     if (text !== undefined) return { ...(JSON.parse(text) as Calibration), cached: true, file };
   }
   const measure = options.measure ?? measureInProcesses(options.onProgress);
+  const loadAverage = (options.loadAverage ?? (() => loadavg()[0]!))();
   const results = await measure(options.job, options.processes);
   if (results.length === 0) throw new Error('calibration: no process reported a result');
   const calibration: Calibration = {
@@ -91,6 +96,7 @@ export async function calibrate(options: CalibrateOptions): Promise<Calibration>
     measuredAt: new Date().toISOString(),
     processes: options.processes,
     machine,
+    loadAverage,
     throughput: meanOf(results),
   };
   await mkdir(dir, { recursive: true });
@@ -98,6 +104,20 @@ export async function calibrate(options: CalibrateOptions): Promise<Calibration>
   await writeFile(tmp, `${JSON.stringify(calibration, null, 2)}\n`);
   await rename(tmp, file);
   return calibration;
+}
+
+/**
+ * Why a calibration may not fit a quiet machine: measured while other work kept more than half
+ * of the machine's threads busy, so it forecasts a busy machine. Undefined when it was quiet (or
+ * the cache file predates the record).
+ */
+export function busyWhenMeasured(calibration: Calibration): string | undefined {
+  const load = calibration.loadAverage;
+  if (load === undefined || load <= calibration.machine.threads / 2) return undefined;
+  return (
+    `measured under a load average of ${load.toFixed(1)} on ${calibration.machine.threads} thread(s): ` +
+    'the forecast is for a machine that busy; --recalibrate when it is quiet'
+  );
 }
 
 /** Per-process figures averaged over the processes (times averaged, not rates: a slow one counts fully). */

@@ -15,7 +15,7 @@ import {
   halfSizesOf,
   sweepCost,
 } from '@transferlab/experiment';
-import { calibrate, workerCount } from '@transferlab/runner';
+import { busyWhenMeasured, calibrate, workerCount } from '@transferlab/runner';
 import { table } from './sweep.ts';
 
 export interface PlanOptions {
@@ -190,6 +190,7 @@ export async function planSweep(spec: SweepSpec, options: PlanOptions): Promise<
   }
   console.log(table(rows));
   const t = calibration.throughput;
+  const busy = busyWhenMeasured(calibration);
   const where = cluster
     ? `a cluster of ${concurrency} trainer(s)`
     : `${concurrency} worker process(es) on this machine`;
@@ -204,6 +205,7 @@ export async function planSweep(spec: SweepSpec, options: PlanOptions): Promise<
       `  ${t.backend}, ${calibration.processes} process(es) at once: train ${t.trainImagesPerSecond.toFixed(0)} img/s, ` +
         `forward ${t.forwardImagesPerSecond.toFixed(0)} img/s, evaluation ${t.evalImagesPerSecond.toFixed(0)} img/s per process`,
       '  epochs at maxEpochs (early stopping, when on, only shortens cells); --recalibrate measures again',
+      ...(busy ? [`warning: calibration ${busy}`] : []),
     ].join('\n'),
   );
   return 0;

@@ -157,6 +157,32 @@ describe('aggregate', () => {
     expect(warnings.some((w) => w.startsWith('BnB n=1 (') && w.includes('beats baseB'))).toBe(true);
   });
 
+  it('warns when the equal-budget control clearly beats its base net, and not when it does not', () => {
+    const p = expandGrid(
+      validateSpec({ name: 'ctl', dataset: { kind: 'mnist' }, arms: ['baseB', 'controlB'], repeats: 3 }),
+    );
+    // The CIFAR-10 run's figures: controlB - baseB of +8.0, +5.9 and +10.7 points.
+    const base: Record<number, number> = { 1: 0.5748, 2: 0.6098, 3: 0.5682 };
+    const gain: Record<number, number> = { 1: 0.0798, 2: 0.0594, 3: 0.1072 };
+    const lifted = (cell: { arm: string; seed: number }): number =>
+      base[cell.seed]! + (cell.arm === 'controlB' ? gain[cell.seed]! : 0);
+    const warned = aggregate(p, syntheticResults(p, { score: lifted })).warnings.filter((w) =>
+      w.startsWith('controlB'),
+    );
+    expect(warned).toEqual([
+      'controlB (baseB trained a second budget) is +8.2 points above baseB (test top-1, 95% CI +2.3 to +14.2, ' +
+        '3 repeats): baseB is short of what its net reaches, so comparisons against baseB count extra training ' +
+        'as transfer; read the arms against controlB',
+    ]);
+    // A gain whose interval reaches 0 (+1.5, -0.5, +2.0 points) is noise: no warning.
+    const noisy: Record<number, number> = { 1: 0.015, 2: -0.005, 3: 0.02 };
+    const flat = (cell: { arm: string; seed: number }): number =>
+      base[cell.seed]! + (cell.arm === 'controlB' ? noisy[cell.seed]! : 0);
+    expect(aggregate(p, syntheticResults(p, { score: flat })).warnings.some((w) => w.startsWith('controlB'))).toBe(
+      false,
+    );
+  });
+
   it('rescores from the validation history with the sweep k', () => {
     const p = expandGrid(
       validateSpec({ name: 'k', dataset: { kind: 'mnist' }, arms: ['baseB'], repeats: 2, training: { scoreTopK: 2 } }),

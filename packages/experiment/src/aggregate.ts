@@ -230,6 +230,7 @@ export function aggregate(plan: SweepPlan, results: readonly CellResult[]): Aggr
     ...scheduleWarnings(plan),
     ...baseWarnings(plan.cells, resultById),
     ...selfferWarnings(decomposition, scored),
+    ...controlWarnings(targets, scored),
     ...otherWarnings(plan, rows, strays.length),
   ];
 
@@ -419,6 +420,35 @@ function selfferWarnings(
     warnings.push(
       `${row.arms.selffer} n=${row.n} (${avg(selffer)}) beats ${row.arms.base} (${avg(base)}): the copied layers got a ` +
         `second training budget, so ${row.arms.base} was probably not trained to a plateau; raise training.maxEpochs`,
+    );
+  }
+  return warnings;
+}
+
+// The equal-budget control is the base net trained a second budget. When that alone clearly lifts
+// it, the base net was short of what its net reaches, and every comparison against the base
+// (co-adaptation, the transfer boost over the base) counts extra training as transfer, even
+// when the base passed the slope test: a plateau at the last learning rate is not the net's.
+function controlWarnings(targets: readonly Half[], scored: readonly (CellRow & { score: number })[]): string[] {
+  const warnings: string[] = [];
+  for (const target of targets) {
+    const base = bySeed(scored.filter((row) => row.arm === `base${target}`));
+    const control = bySeed(scored.filter((row) => row.arm === `control${target}`));
+    const gains = [...control].filter(([seed]) => base.has(seed)).map(([seed, score]) => score - base.get(seed)!);
+    const gain = summarize(gains);
+    if (gain.count === 0 || gain.mean <= SELFFER_EXCESS) continue;
+    // Below 2 repeats there is no interval: a single large gain is still worth saying.
+    const low = gain.ci95 === null ? gain.mean : gain.mean - gain.ci95;
+    if (low <= 0) continue;
+    const points = (value: number): string => `${value >= 0 ? '+' : ''}${(value * 100).toFixed(1)}`;
+    const interval =
+      gain.ci95 === null
+        ? `${gain.count} repeat`
+        : `95% CI ${points(low)} to ${points(gain.mean + gain.ci95)}, ${gain.count} repeats`;
+    warnings.push(
+      `control${target} (base${target} trained a second budget) is ${points(gain.mean)} points above base${target} ` +
+        `(test top-1, ${interval}): base${target} is short of what its net reaches, so comparisons against ` +
+        `base${target} count extra training as transfer; read the arms against control${target}`,
     );
   }
   return warnings;

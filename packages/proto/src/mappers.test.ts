@@ -177,10 +177,15 @@ describe('results', () => {
     imagesPerSecond: 250,
     backend: 'tensorflow',
     peakRssBytes: 512 * 1024 * 1024,
+    prefixCache: { mode: 'exact', layer: 'conv3', bytes: 3_145_728 },
   };
 
-  it('round-trips a stored result, NaN per-class values included', () => {
+  it('round-trips a stored result, NaN per-class values and the prefix cache’s use included', () => {
     expect(cellResultFromProto(wire.result(cellResultToProto(result)))).toEqual(result);
+    const uncached = { ...result, prefixCache: { mode: 'uncached' as const, reason: 'no frozen layers to cache' } };
+    expect(cellResultFromProto(wire.result(cellResultToProto(uncached)))).toEqual(uncached);
+    const strange = { ...cellResultToProto(result), prefixCache: { mode: 'sometimes' } };
+    expect(() => cellResultFromProto(strange)).toThrow("result.prefix_cache.mode: 'sometimes' is not one of");
   });
 
   it('leaves out what a result does not have', () => {

@@ -511,6 +511,7 @@ export function cellResultToProto(result: ResultRecord, extra: { finalCheckpoint
     finalCheckpoint: extra.finalCheckpoint,
     peakRssBytes: result.peakRssBytes,
     measures: (result.measures ?? []).map((measure) => ({ ...measure })),
+    prefixCache: result.prefixCache ? { ...result.prefixCache } : undefined,
   };
 }
 
@@ -542,6 +543,17 @@ export function cellResultFromProto(result: CellResult): ResultRecord {
       ...measure,
       ckaMethod: measure.ckaMethod === 'minibatch' ? 'minibatch' : 'full',
     }));
+  if (result.prefixCache) {
+    const { mode, layer, bytes, reason } = result.prefixCache;
+    if (mode !== 'uncached' && mode !== 'exact' && mode !== 'views')
+      throw new MapperError('result.prefix_cache.mode', `'${mode}' is not one of uncached, exact, views`);
+    domain.prefixCache = {
+      mode,
+      ...(layer !== undefined ? { layer } : {}),
+      ...(bytes !== undefined ? { bytes } : {}),
+      ...(reason !== undefined ? { reason } : {}),
+    };
+  }
   return domain;
 }
 

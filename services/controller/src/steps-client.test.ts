@@ -22,7 +22,9 @@ import {
   type TransplantRequest,
   TransplanterServiceService,
 } from '@transferlab/proto';
+import { cellResultToProto } from '@transferlab/proto/mappers';
 import { cellKeys, putJson } from '@transferlab/runner/cell-store';
+import type { StoredResult } from '@transferlab/runner/evaluate-cell';
 import { GrpcCellSteps, StepError } from './steps-client.ts';
 
 const plan = expandGrid(
@@ -34,6 +36,25 @@ const transfer = plan.cells.find((cell) => cell.arm === 'AnB')!;
 const seen: { split?: CreateSplitRequest; transplant?: TransplantRequest; evaluate?: EvaluateRequest } = {};
 const headers: { sweepId?: string; deadline?: number } = {};
 let fail: grpc.ServiceError | undefined;
+let withoutResult = false;
+/** A cell's result as the evaluator stores it and returns it. */
+const STORED: StoredResult = {
+  cellId: '',
+  name: base.name,
+  arm: base.arm,
+  kind: base.kind,
+  seed: base.seed,
+  target: base.target,
+  score: 0.5,
+  valTop1History: [0.4, 0.5],
+  testTop1: 0.5,
+  perClass: { zero: 0.5 },
+  epochs: 2,
+  stoppedBy: 'max-epochs',
+  stillImproving: false,
+  seconds: 1.5,
+  backend: 'wasm',
+};
 let server: grpc.Server;
 let steps: GrpcCellSteps;
 let store: LocalFolderStore;
@@ -70,9 +91,14 @@ beforeAll(async () => {
       seen.evaluate = call.request;
       headers.sweepId = String(call.metadata.get('transferlab-sweep-id')[0]);
       if (fail) return callback(fail);
-      // As the real evaluator does: the result is written last.
-      void putJson(store, cellKeys.result(call.request.cellId), { cellId: call.request.cellId, score: 0.5 }).then(() =>
-        callback(null, EvaluateResponse.fromPartial({ evaluation: { cellId: call.request.cellId } })),
+      // As the real evaluator does: the result is stored, then returned with the scores.
+      const result = { ...STORED, cellId: call.request.cellId };
+      if (withoutResult) return callback(null, EvaluateResponse.fromPartial({ evaluation: { cellId: result.cellId } }));
+      void putJson(store, cellKeys.result(result.cellId), result).then(() =>
+        callback(
+          null,
+          EvaluateResponse.fromPartial({ evaluation: { cellId: result.cellId }, result: cellResultToProto(result) }),
+        ),
       );
     },
   });
@@ -126,10 +152,23 @@ describe('GrpcCellSteps', () => {
   it('evaluates on the target half with the sweep id in a header, and returns the stored result', async () => {
     fail = undefined;
     const result = await steps.evaluate(base, { sweepId: 'sweep-1' });
-    expect(result).toEqual({ cellId: base.id, score: 0.5 });
+    // The reply's result, as the evaluator stored it: nothing read back from the store.
+    expect(result).toEqual({ ...STORED, cellId: base.id });
     expect(seen.evaluate?.half).toBe(Half.HALF_A);
     expect(seen.evaluate?.splitId).toBe(base.splitId);
     expect(headers.sweepId).toBe('sweep-1');
+  });
+
+  it('refuses a reply without the result, as a retryable step error', async () => {
+    withoutResult = true;
+    const error = await steps.evaluate(base, { sweepId: 'sweep-1' }).then(
+      () => undefined,
+      (caught: unknown) => caught as StepError,
+    );
+    withoutResult = false;
+    expect(error).toBeInstanceOf(StepError);
+    expect(error!.message).toMatch(/^Evaluate baseA seed=1 \(\w+\): the evaluator answered without the cell's result$/);
+    expect(error!.retryable).toBe(true);
   });
 
   it('turns a remote error into one with its status name; permanent ones are not retryable', async () => {

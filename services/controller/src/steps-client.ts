@@ -7,6 +7,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Cell, SplitTask } from '@transferlab/experiment';
 import { CLIENT_OPTIONS, type ObjectStore, callUnary } from '@transferlab/platform';
 import {
+  type CellResult,
   type CheckpointRef,
   DatasetSplitterServiceClient,
   EvaluatorServiceClient,
@@ -14,16 +15,22 @@ import {
   Subset,
   TransplanterServiceClient,
 } from '@transferlab/proto';
-import { cellToProto, checkpointRef, halfToProto, splitTaskToProto } from '@transferlab/proto/mappers';
+import {
+  cellResultFromProto,
+  cellToProto,
+  checkpointRef,
+  halfToProto,
+  splitTaskToProto,
+} from '@transferlab/proto/mappers';
 import { cellKeys } from '@transferlab/runner/cell-store';
 import type { CellSteps } from '@transferlab/runner/controller/ports';
-import { type StoredResult, readResult } from '@transferlab/runner/evaluate-cell';
+import type { StoredResult } from '@transferlab/runner/evaluate-cell';
 
 export interface StepsClientOptions {
   splitterAddress: string;
   transplanterAddress: string;
   evaluatorAddress: string;
-  /** The store the services write to: the controller reads checkpoint hashes and results from it. */
+  /** The store the services write to: the controller reads checkpoint hashes from it. */
   store: ObjectStore;
   /** Deadlines in ms. Defaults: split 30 min (a large dataset is read once), transplant and evaluate 10 min. */
   deadlines?: { createSplit?: number; transplant?: number; evaluate?: number };
@@ -119,7 +126,7 @@ export class GrpcCellSteps implements CellSteps {
     // EvaluateRequest has no sweep field: the evaluator reads it from this header to publish the evaluation.
     const metadata = new grpc.Metadata();
     metadata.set(SWEEP_ID_HEADER, options.sweepId);
-    await callUnary(
+    const response = await callUnary(
       this.evaluator.evaluate.bind(this.evaluator),
       {
         cellId: cell.id,
@@ -132,21 +139,12 @@ export class GrpcCellSteps implements CellSteps {
     ).catch((error: unknown) => {
       throw stepError(what, this.options.evaluatorAddress, error);
     });
-    // The evaluator writes the cell's result last; its presence is what "finished" means.
-    const result = await readResult(this.options.store, cell.id);
-    if (!result) {
-      throw new StepError(
-        `${what}: the evaluator answered, but ${this.options.store.describe(cellKeys.result(cell.id))} is absent`,
-        undefined,
-        true,
-      );
-    }
-    return result;
+    return this.resultOf(what, response.result);
   }
 
   async measure(cell: Cell): Promise<StoredResult> {
     const what = `Measure ${cell.name} (${cell.id})`;
-    await callUnary(
+    const response = await callUnary(
       this.evaluator.measure.bind(this.evaluator),
       { cellId: cell.id },
       {
@@ -155,15 +153,13 @@ export class GrpcCellSteps implements CellSteps {
     ).catch((error: unknown) => {
       throw stepError(what, this.options.evaluatorAddress, error);
     });
-    const result = await readResult(this.options.store, cell.id);
-    if (!result) {
-      throw new StepError(
-        `${what}: the evaluator answered, but ${this.options.store.describe(cellKeys.result(cell.id))} is absent`,
-        undefined,
-        true,
-      );
-    }
-    return result;
+    return this.resultOf(what, response.result);
+  }
+
+  /** The result the evaluator answered with: it stored it (result.json) before it answered. */
+  private resultOf(what: string, result: CellResult | undefined): StoredResult {
+    if (!result) throw new StepError(`${what}: the evaluator answered without the cell's result`, undefined, true);
+    return cellResultFromProto(result);
   }
 
   close(): void {

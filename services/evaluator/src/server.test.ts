@@ -18,7 +18,7 @@ import {
 import type { GrpcServer, Subscription } from '@transferlab/platform';
 import { EvaluatorServiceClient, EvaluatorServiceService, Half, Subset } from '@transferlab/proto';
 import type { EvaluateRequest } from '@transferlab/proto';
-import { checkpointRef } from '@transferlab/proto/mappers';
+import { cellResultFromProto, checkpointRef } from '@transferlab/proto/mappers';
 import { cellKeys, ensureSplits, evaluateCell, putJson, readResult, trainCell } from '@transferlab/runner';
 import { healthStatus as healthStatusAt } from '@transferlab/platform';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -152,6 +152,8 @@ describe('EvaluatorService', () => {
     expect(result!.testTop5).toBeUndefined();
     expect(evaluation.top5).toBeNaN();
     expect(result!.score).toBe(result!.testTop1);
+    // The stored result comes back in the reply: the controller need not read it back.
+    expect(cellResultFromProto(response.result!)).toEqual(result);
     expect(evaluation.perClass.map((c) => [c.className, c.count])).toEqual(
       Object.keys(result!.perClass!).map((name) => [name, 5]),
     );
@@ -172,6 +174,7 @@ describe('EvaluatorService', () => {
     const response = await evaluateCall({ cellId: baseB.id, subset: Subset.SUBSET_VAL });
     expect(response.evaluation).toMatchObject({ subset: Subset.SUBSET_VAL, count: 25 });
     expect(response.evaluation!.top1).toBeGreaterThanOrEqual(0);
+    expect(response.result).toBeUndefined();
     expect((await evaluateCall({ cellId: baseB.id, subset: Subset.SUBSET_VAL })).evaluation).toEqual(
       response.evaluation,
     );

@@ -86,7 +86,8 @@ export function createServer(deps: EvaluatorDeps): EvaluatorServiceServer {
   return {
     evaluate: unaryHandler(async (request, call) => {
       const sweepId = sweepIdOf(call.metadata);
-      return { evaluation: await evaluateRequest(deps, request, { sweepId }) };
+      const { evaluation, result } = await evaluateRequest(deps, request, { sweepId });
+      return { evaluation, ...(result ? { result: cellResultToProto(result) } : {}) };
     }, deps.log),
     measure: unaryHandler(
       async (request) => ({ result: cellResultToProto(await measureRequest(deps, request)) }),
@@ -178,12 +179,15 @@ function serially<T>(task: () => Promise<T>): Promise<T> {
   return run;
 }
 
-/** Evaluate's work: checks, the scores (stored ones when there are), the event. */
+/**
+ * Evaluate's work: checks, the scores (stored ones when there are), the event. On the test
+ * subset, also the cell's stored result.
+ */
 export async function evaluateRequest(
   deps: EvaluatorDeps,
   request: EvaluateRequest,
   options: { sweepId?: string; mustPublish?: boolean } = {},
-): Promise<Evaluation> {
+): Promise<{ evaluation: Evaluation; result?: StoredResult }> {
   const { store, log } = deps;
   const subset = subsetFromProto(request.subset);
   if (subset === undefined) throw grpcError(status.INVALID_ARGUMENT, `subset: ${request.subset} has no meaning here`);
@@ -240,7 +244,7 @@ export async function evaluateRequest(
       log.warn({ cellId: cell.id, sweepId: options.sweepId, err: error }, 'publishing the evaluation failed');
     }
   }
-  return evaluation;
+  return { evaluation, ...(result ? { result } : {}) };
 }
 
 /**

@@ -764,11 +764,29 @@ export interface CellResult {
     | undefined;
   /** Measure cells: CKA and LogME for each learned layer n (empty for every other kind). */
   measures: LayerMeasure[];
+  /** Frozen cells: whether the frozen layers' outputs were cached, and why not when they were not. */
+  prefixCache?: PrefixCacheUse | undefined;
 }
 
 export interface CellResult_PerClassEntry {
   key: string;
   value: number;
+}
+
+/** How a frozen cell used the frozen-prefix cache. */
+export interface PrefixCacheUse {
+  /** "uncached", "exact" (the frozen layers' outputs of each image) or "views" (of fixed augmented views). */
+  mode: string;
+  /** Cached: the layer whose outputs were cached. */
+  layer?:
+    | string
+    | undefined;
+  /** Cached: the cache's size in bytes. */
+  bytes?:
+    | number
+    | undefined;
+  /** Uncached: why (nothing frozen, random augmentation, over the memory budget, ...). */
+  reason?: string | undefined;
 }
 
 /** The cheap measures of one learned layer (n = 1 is conv1) on the target half's test images. */
@@ -1810,6 +1828,7 @@ function createBaseCellResult(): CellResult {
     peakRssBytes: undefined,
     valScore: undefined,
     measures: [],
+    prefixCache: undefined,
   };
 }
 
@@ -1884,6 +1903,9 @@ export const CellResult: MessageFns<CellResult> = {
     }
     for (const v of message.measures) {
       LayerMeasure.encode(v!, writer.uint32(178).fork()).join();
+    }
+    if (message.prefixCache !== undefined) {
+      PrefixCacheUse.encode(message.prefixCache, writer.uint32(186).fork()).join();
     }
     return writer;
   },
@@ -2090,6 +2112,14 @@ export const CellResult: MessageFns<CellResult> = {
             message.measures.push(LayerMeasure.decode(reader, reader.uint32()));
             continue;
           }
+          case 23: {
+            if (tag !== 186) {
+              break;
+            }
+
+            message.prefixCache = PrefixCacheUse.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2194,6 +2224,11 @@ export const CellResult: MessageFns<CellResult> = {
       measures: globalThis.Array.isArray(object?.measures)
         ? object.measures.map((e: any) => LayerMeasure.fromJSON(e))
         : [],
+      prefixCache: isSet(object.prefixCache)
+        ? PrefixCacheUse.fromJSON(object.prefixCache)
+        : isSet(object.prefix_cache)
+        ? PrefixCacheUse.fromJSON(object.prefix_cache)
+        : undefined,
     };
   },
 
@@ -2271,6 +2306,9 @@ export const CellResult: MessageFns<CellResult> = {
     if (message.measures?.length) {
       obj.measures = message.measures.map((e) => LayerMeasure.toJSON(e));
     }
+    if (message.prefixCache !== undefined) {
+      obj.prefixCache = PrefixCacheUse.toJSON(message.prefixCache);
+    }
     return obj;
   },
 
@@ -2311,6 +2349,9 @@ export const CellResult: MessageFns<CellResult> = {
     message.peakRssBytes = object.peakRssBytes ?? undefined;
     message.valScore = object.valScore ?? undefined;
     message.measures = object.measures?.map((e) => LayerMeasure.fromPartial(e)) || [];
+    message.prefixCache = (object.prefixCache !== undefined && object.prefixCache !== null)
+      ? PrefixCacheUse.fromPartial(object.prefixCache)
+      : undefined;
     return message;
   },
 };
@@ -2396,6 +2437,123 @@ export const CellResult_PerClassEntry: MessageFns<CellResult_PerClassEntry> = {
     const message = createBaseCellResult_PerClassEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? 0;
+    return message;
+  },
+};
+
+function createBasePrefixCacheUse(): PrefixCacheUse {
+  return { mode: "", layer: undefined, bytes: undefined, reason: undefined };
+}
+
+export const PrefixCacheUse: MessageFns<PrefixCacheUse> = {
+  encode(message: PrefixCacheUse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.mode !== "") {
+      writer.uint32(10).string(message.mode);
+    }
+    if (message.layer !== undefined) {
+      writer.uint32(18).string(message.layer);
+    }
+    if (message.bytes !== undefined) {
+      writer.uint32(24).uint64(message.bytes);
+    }
+    if (message.reason !== undefined) {
+      writer.uint32(34).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PrefixCacheUse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePrefixCacheUse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.mode = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.layer = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.bytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PrefixCacheUse {
+    return {
+      mode: isSet(object.mode) ? globalThis.String(object.mode) : "",
+      layer: isSet(object.layer) ? globalThis.String(object.layer) : undefined,
+      bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : undefined,
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : undefined,
+    };
+  },
+
+  toJSON(message: PrefixCacheUse): unknown {
+    const obj: any = {};
+    if (message.mode !== "") {
+      obj.mode = message.mode;
+    }
+    if (message.layer !== undefined) {
+      obj.layer = message.layer;
+    }
+    if (message.bytes !== undefined) {
+      obj.bytes = Math.round(message.bytes);
+    }
+    if (message.reason !== undefined) {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PrefixCacheUse>): PrefixCacheUse {
+    return PrefixCacheUse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PrefixCacheUse>): PrefixCacheUse {
+    const message = createBasePrefixCacheUse();
+    message.mode = object.mode ?? "";
+    message.layer = object.layer ?? undefined;
+    message.bytes = object.bytes ?? undefined;
+    message.reason = object.reason ?? undefined;
     return message;
   },
 };

@@ -49,7 +49,15 @@ export interface EvaluateRequest {
 /** The evaluation. */
 export interface EvaluateResponse {
   /** The scores. */
-  evaluation?: Evaluation | undefined;
+  evaluation?:
+    | Evaluation
+    | undefined;
+  /**
+   * For the test subset, the cell's result as stored (`cells/<id>/result.json`): the scores
+   * with the training history, so that the caller need not read it back. Unset for the other
+   * subsets.
+   */
+  result?: CellResult | undefined;
 }
 
 /** Scores of a net on one subset. Accuracies are fractions in [0, 1]. */
@@ -244,13 +252,16 @@ export const EvaluateRequest: MessageFns<EvaluateRequest> = {
 };
 
 function createBaseEvaluateResponse(): EvaluateResponse {
-  return { evaluation: undefined };
+  return { evaluation: undefined, result: undefined };
 }
 
 export const EvaluateResponse: MessageFns<EvaluateResponse> = {
   encode(message: EvaluateResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.evaluation !== undefined) {
       Evaluation.encode(message.evaluation, writer.uint32(10).fork()).join();
+    }
+    if (message.result !== undefined) {
+      CellResult.encode(message.result, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -276,6 +287,14 @@ export const EvaluateResponse: MessageFns<EvaluateResponse> = {
             message.evaluation = Evaluation.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.result = CellResult.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -289,13 +308,19 @@ export const EvaluateResponse: MessageFns<EvaluateResponse> = {
   },
 
   fromJSON(object: any): EvaluateResponse {
-    return { evaluation: isSet(object.evaluation) ? Evaluation.fromJSON(object.evaluation) : undefined };
+    return {
+      evaluation: isSet(object.evaluation) ? Evaluation.fromJSON(object.evaluation) : undefined,
+      result: isSet(object.result) ? CellResult.fromJSON(object.result) : undefined,
+    };
   },
 
   toJSON(message: EvaluateResponse): unknown {
     const obj: any = {};
     if (message.evaluation !== undefined) {
       obj.evaluation = Evaluation.toJSON(message.evaluation);
+    }
+    if (message.result !== undefined) {
+      obj.result = CellResult.toJSON(message.result);
     }
     return obj;
   },
@@ -307,6 +332,9 @@ export const EvaluateResponse: MessageFns<EvaluateResponse> = {
     const message = createBaseEvaluateResponse();
     message.evaluation = (object.evaluation !== undefined && object.evaluation !== null)
       ? Evaluation.fromPartial(object.evaluation)
+      : undefined;
+    message.result = (object.result !== undefined && object.result !== null)
+      ? CellResult.fromPartial(object.result)
       : undefined;
     return message;
   },

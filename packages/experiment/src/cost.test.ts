@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { type Throughput, cellCost, halfSizesOf, scheduleWall, sweepCost, trainSecondsPerImage } from './cost.ts';
+import {
+  type Throughput,
+  cellCost,
+  halfSizesOf,
+  prefixCacheRule,
+  scheduleWall,
+  sweepCost,
+  trainSecondsPerImage,
+} from './cost.ts';
 import { expandGrid } from './grid.ts';
 import { validateSpec } from './spec.ts';
 
@@ -52,6 +60,24 @@ describe('cost forecast', () => {
     expect(frozen.frozen).toBe(1);
     expect(tuned.frozen).toBe(0);
     expect(frozen.seconds).toBeLessThan(tuned.seconds);
+  });
+
+  it('costs a frozen cell that trains from its cached prefix: the prefix once per view, then only the layers above', () => {
+    const unaugmented = expandGrid({ ...spec, training: { ...spec.training, augment: false } });
+    const frozen = unaugmented.cells.find((cell) => cell.name === 'BnB n=1 seed=1')!;
+    expect(prefixCacheRule(frozen)).toEqual({ views: 1 });
+    const cost = cellCost(frozen, sizes.B, throughput);
+    // conv1 is half the FLOPs: the build runs half a forward pass over 500 train and 50 val
+    // images; each of 2 epochs runs the other half forward and backward over 500 images.
+    expect(cost.trainSeconds).toBeCloseTo(550 * 0.0025 * 0.5 + 2 * 500 * (0.0025 + 0.0065) * 0.5, 9);
+    expect(cost.evalSeconds).toBeCloseTo((2 * 50 * 0.5 + 100) / 1000, 9);
+    // Random augmentation (the spec's default) trains from images; so does a cell with no more
+    // epochs than views, and one with nothing frozen.
+    expect(prefixCacheRule(byName('BnB n=1 seed=1'))).toEqual({ reason: expect.stringMatching(/random augmentation/) });
+    expect(prefixCacheRule({ ...frozen, training: { ...frozen.training, maxEpochs: 1 } })).toEqual({
+      reason: '1 prefix pass(es) per image to build the cache, 1 epoch(s) to train',
+    });
+    expect(prefixCacheRule(byName('AnB+ n=1 seed=1'))).toEqual({ reason: 'no frozen layers to cache' });
   });
 
   it('schedules by dependencies within the concurrency, with reused cells free', () => {

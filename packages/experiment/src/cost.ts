@@ -82,8 +82,30 @@ const perImage = (imagesPerSecond: number): number =>
   Number.isFinite(imagesPerSecond) && imagesPerSecond > 0 ? 1 / imagesPerSecond : 0;
 
 /** How many of the first layers a cell trains without gradients: n for a frozen copy or random filters. */
-export function frozenLayers(cell: Cell): number {
+export function frozenLayers(cell: Pick<Cell, 'mode' | 'n'>): number {
   return cell.mode === 'frozen' && cell.n !== undefined ? cell.n : 0;
+}
+
+/**
+ * Whether a cell can train from its frozen prefix's cached outputs, by the spec alone: a frozen
+ * prefix, no random augmentation (none, or `views: fixed`), and more epochs than views (building
+ * the cache runs the prefix once per view of every image; training from images runs it once per
+ * epoch). The trainer (runner/cell-data.ts planPrefixCache) adds what only the net and the data
+ * can tell: a cacheable cut and the memory budget.
+ */
+export function prefixCacheRule(cell: Pick<Cell, 'training' | 'mode' | 'n'>): { views: number } | { reason: string } {
+  if (frozenLayers(cell) === 0) return { reason: 'no frozen layers to cache' };
+  const { augment } = cell.training;
+  const identity = augment === false || (augment.crop === 0 && !augment.mirror);
+  if (!identity && augment.views !== 'fixed')
+    return { reason: 'random augmentation (augment.views: fixed would cache)' };
+  // The fixed views: the padded image's 4 corners and centre (1 without a crop), each mirrored too when mirror is on.
+  const views = identity ? 1 : (augment.crop > 0 ? 5 : 1) * (augment.mirror ? 2 : 1);
+  if (views >= cell.training.maxEpochs)
+    return {
+      reason: `${views} prefix pass(es) per image to build the cache, ${cell.training.maxEpochs} epoch(s) to train`,
+    };
+  return { views };
 }
 
 /**
@@ -115,9 +137,26 @@ export function cellCost(
   }
   const frozen = frozenLayers(cell);
   const epochs = cell.training.maxEpochs;
-  const trainSeconds = epochs * sizes.train * trainSecondsPerImage(throughput, frozen);
-  // Validation after every epoch, the test pass at the end.
-  const evalSeconds = (epochs * sizes.val + sizes.test) * evalPerImage;
+  const cache = prefixCacheRule(cell);
+  let trainSeconds: number;
+  let evalSeconds: number;
+  if ('views' in cache) {
+    // From the cache: the prefix runs once per view of every image (and once per val image);
+    // then each epoch runs only the layers above it, forward and backward, and so does validation.
+    const frozenShare = throughput.layerFlopShare.slice(0, frozen).reduce((sum, share) => sum + share, 0);
+    const forward = perImage(throughput.forwardImagesPerSecond);
+    const backward = Math.max(
+      0,
+      perImage(throughput.trainImagesPerSecond) - perImage(throughput.pipelineImagesPerSecond) - forward,
+    );
+    const build = (cache.views * sizes.train + sizes.val) * forward * frozenShare;
+    trainSeconds = build + epochs * sizes.train * (forward + backward) * (1 - frozenShare);
+    evalSeconds = (epochs * sizes.val * (1 - frozenShare) + sizes.test) * evalPerImage;
+  } else {
+    trainSeconds = epochs * sizes.train * trainSecondsPerImage(throughput, frozen);
+    // Validation after every epoch, the test pass at the end.
+    evalSeconds = (epochs * sizes.val + sizes.test) * evalPerImage;
+  }
   // transplant (or build), train (load, final net), evaluate (load): a net each; a checkpoint per epoch.
   const fixedSeconds = 3 * throughput.netSeconds + epochs * throughput.checkpointSeconds;
   return { cell, frozen, trainSeconds, evalSeconds, fixedSeconds, seconds: trainSeconds + evalSeconds + fixedSeconds };

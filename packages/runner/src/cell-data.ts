@@ -10,7 +10,7 @@ import {
   makeBatches,
   openSplit,
 } from '@transferlab/data';
-import type { Cell, PrefixCacheUse, TrainingSpec } from '@transferlab/experiment';
+import { type Cell, type PrefixCacheUse, type TrainingSpec, prefixCacheRule } from '@transferlab/experiment';
 import {
   type Batch,
   type FeatureBatch,
@@ -93,29 +93,24 @@ function fmtBytes(bytes: number): string {
 
 /**
  * Whether to cache: only a net with a frozen prefix (cacheablePrefix), trained without random
- * augmentation (none, or fixed views) for more epochs than it has views, whose features (every view of every training image,
- * and the val images) fit under `budget` bytes.
+ * augmentation (none, or fixed views) for more epochs than it has views (prefixCacheRule), whose
+ * features (every view of every training image, and the val images) fit under `budget` bytes.
  */
 export function planPrefixCache(
   model: tfl.LayersModel,
-  cell: Pick<Cell, 'training'>,
+  cell: Pick<Cell, 'training' | 'mode' | 'n'>,
   counts: { train: number; val: number },
   budget: number,
 ): PrefixCachePlan {
   const uncached = (reason: string): PrefixCachePlan => ({ use: { mode: 'uncached', reason } });
   const cut = cacheablePrefix(model);
   if (!cut) return uncached('no frozen layers to cache');
+  // The spec's part of the rule is the forecast's too (experiment/cost.ts).
+  const rule = prefixCacheRule(cell);
+  if ('reason' in rule) return uncached(rule.reason);
   const { augment } = cell.training;
   const identity = augment === false || isIdentityAugment(augment);
-  if (!identity && augment.views !== 'fixed') return uncached('random augmentation (augment.views: fixed would cache)');
   const views = identity ? fixedViews(false) : fixedViews(augment);
-  // Building the cache runs the prefix once per view of every image; training from images runs
-  // it once per epoch. With no more epochs than views the cache saves nothing (it cost 2x at 10
-  // views and 2 epochs in bench/frozen-prefix.ts).
-  if (views.length >= cell.training.maxEpochs)
-    return uncached(
-      `${views.length} prefix pass(es) per image to build the cache, ${cell.training.maxEpochs} epoch(s) to train`,
-    );
   const bytes = (counts.train * views.length + counts.val) * cut.featureSize * 4;
   if (bytes > budget)
     return uncached(`cache of ${fmtBytes(bytes)} over the ${fmtBytes(budget)} budget (${PREFIX_CACHE_BYTES_ENV})`);

@@ -106,13 +106,17 @@ describe('frozen-prefix caching in trainCell', () => {
         mode: 'uncached',
         reason: 'no frozen layers to cache',
       });
-      const random: Pick<Cell, 'training'> = { training: { ...frozen.training, augment: { crop: 2, mirror: true } } };
+      const random: Pick<Cell, 'training' | 'mode' | 'n'> = {
+        ...frozen,
+        training: { ...frozen.training, augment: { crop: 2, mirror: true } },
+      };
       expect(planPrefixCache(frozenNet, random, counts, 2 ** 30).use.reason).toMatch(/random augmentation/);
       const exact = planPrefixCache(frozenNet, frozen, counts, 2 ** 30);
       // pool2 of the small net at width 0.25 on 28x28: 7x7x16 floats per image.
       expect(exact.use).toEqual({ mode: 'exact', layer: 'pool2', bytes: (65 + 15) * 7 * 7 * 16 * 4 });
       expect(planPrefixCache(frozenNet, frozen, counts, exact.use.bytes! - 1).use.mode).toBe('uncached');
-      const fixed: Pick<Cell, 'training'> = {
+      const fixed: Pick<Cell, 'training' | 'mode' | 'n'> = {
+        ...frozen,
         training: { ...frozen.training, augment: { crop: 2, mirror: true, views: 'fixed' } },
       };
       expect(planPrefixCache(frozenNet, fixed, counts, 2 ** 30).use).toEqual({

@@ -86,8 +86,10 @@ export async function runSweep(asWritten: SweepSpec, specDir: string, options: R
           }
         },
         cellStarted: (cell: Cell) => progress.cellStarted(cell.id, cell.name, cell.training.maxEpochs),
-        cellResumed: (cell, at) =>
-          progress.log(`resume      ${cell.name} from its checkpoint: epoch ${at.epoch + 1}, batch ${at.batch + 1}`),
+        cellResumed: (cell, at) => {
+          progress.cellResumed(cell.id, at.epoch);
+          progress.log(`resume      ${cell.name} from its checkpoint: epoch ${at.epoch + 1}, batch ${at.batch + 1}`);
+        },
         cellProgress: (cell, p) => progress.cellProgress(cell.id, { ...p, maxEpochs: cell.training.maxEpochs }),
         cellFinished: (cell, outcome, error) => {
           if (outcome === 'reused') progress.cellStarted(cell.id, cell.name, cell.training.maxEpochs);

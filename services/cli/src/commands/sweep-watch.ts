@@ -38,6 +38,8 @@ interface CellView {
   maxEpochs: number;
   state: CellState;
   started: boolean;
+  /** Whether a progress event has been seen for the cell. */
+  progressed: boolean;
   finished: boolean;
   error: string;
 }
@@ -72,8 +74,16 @@ class WatchView {
         const view = this.cells.get(kind.value.cellId);
         if (!view || view.finished) return;
         this.startBar(kind.value.cellId, view);
+        const progress = progressFromProto(kind.value);
+        if (!view.progressed) {
+          view.progressed = true;
+          // A cell first heard of past epoch 1 trained those epochs before (a resumed attempt, or
+          // a watch that joined late): they say nothing of the rate the ETA should use.
+          const before = Math.max(0, (progress.epoch ?? 1) - 1);
+          if (before > 0) this.progress?.cellResumed(kind.value.cellId, before);
+        }
         this.progress?.cellProgress(kind.value.cellId, {
-          ...progressFromProto(kind.value),
+          ...progress,
           maxEpochs: kind.value.maxEpochs || view.maxEpochs,
         });
         break;
@@ -111,6 +121,7 @@ class WatchView {
           maxEpochs: cell.training?.maxEpochs ?? 0,
           state: cell.state,
           started: false,
+          progressed: false,
           finished: done,
           error: cell.error,
         });
@@ -134,6 +145,7 @@ class WatchView {
         maxEpochs: cell.training?.maxEpochs ?? 0,
         state: cell.state,
         started: false,
+        progressed: false,
         finished: false,
         error: '',
       };

@@ -172,7 +172,7 @@ beforeAll(async () => {
   const log = createLogger('grpc-fuzz', { level: 'silent' });
   const controller = new SweepController({ store, bus, steps: refusingSteps, executor: refusingExecutor });
   const registrations = [
-    sweepServiceRegistration(controllerServer({ controller, store, bus, log, dataDir: work })),
+    sweepServiceRegistration(controllerServer({ controller, store, log, dataDir: work })),
     {
       name: 'transferlab.v1.DatasetSplitterService',
       definition: DatasetSplitterServiceService,

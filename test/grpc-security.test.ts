@@ -84,7 +84,7 @@ describe('gRPC TLS, mutual TLS and the bearer token', () => {
     store = new LocalFolderStore(join(dir, 'store'));
     const log = createLogger('grpc-security-test', { level: 'silent' });
     controller = new SweepController({ store, bus, steps, executor });
-    const service = createServer({ controller, store, bus, log, shutdown: shutdown.signal });
+    const service = createServer({ controller, store, log, shutdown: shutdown.signal });
     server = await startGrpcServer({
       services: [sweepServiceRegistration(service)],
       port: 0,

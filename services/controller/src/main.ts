@@ -91,7 +91,6 @@ async function main(): Promise<void> {
   const service = createServer({
     controller,
     store,
-    bus,
     log,
     dataDir: resolve(config.dataRoot ?? '.'),
     maxAttempts: config.maxAttempts,

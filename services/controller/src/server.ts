@@ -12,23 +12,7 @@ import {
   parseSpec,
   validateSpec,
 } from '@transferlab/experiment';
-import {
-  type Bus,
-  type BusMessage,
-  type KeyValueStore,
-  type Logger,
-  type ObjectStore,
-  PoisonMessageError,
-  SWEEPS_BUCKET,
-  type Subscription,
-  cellKey,
-  cellProgressFilter,
-  asServiceError,
-  grpcError,
-  sweepEventSubject,
-  sweepKey,
-  unaryHandler,
-} from '@transferlab/platform';
+import { type Logger, type ObjectStore, asServiceError, grpcError, unaryHandler } from '@transferlab/platform';
 import {
   type Cell,
   type CancelSweepRequest,
@@ -51,7 +35,6 @@ import {
 } from '@transferlab/proto';
 import {
   MapperError,
-  type ProgressReport,
   cellResultToProto,
   checkpointRef,
   progressToProto,
@@ -60,12 +43,11 @@ import {
 import { cellKeys, getJson } from '@transferlab/runner/cell-store';
 import {
   type CellRecord,
-  type CellState as DomainCellState,
   type SweepRecord,
   FINAL_CELL_STATES,
   isFinalSweep,
 } from '@transferlab/runner/controller/records';
-import type { SweepController, SweepEvent as BusSweepEvent } from '@transferlab/runner/controller/sweep-controller';
+import type { SweepController } from '@transferlab/runner/controller/sweep-controller';
 import {
   armRowsToProto,
   cellRecordToProto,
@@ -80,7 +62,6 @@ export const SERVICE_NAME = 'transferlab.v1.SweepService';
 export interface ServerDeps {
   controller: SweepController;
   store: ObjectStore;
-  bus: Bus;
   log: Logger;
   /** Where relative dataset paths in a spec resolve (TRANSFERLAB_DATA_ROOT); default the working folder. */
   dataDir?: string;
@@ -97,17 +78,13 @@ const SWEEP_ID = /^[-_=A-Za-z0-9]{1,256}$/;
 const DEFAULT_PAGE_SIZE = 100;
 const MAX_SPEC_FILE_CHARS = 1024;
 const MAX_PAGE_SIZE = 1000;
-/** After an event puts the sweep in a final state, how long a watch waits for the closing sweep event. */
-const FINAL_GRACE_MS = 5000;
 
 type Snapshot = { sweep: SweepRecord; cells: CellRecord[] };
 
 /** The SweepService implementation, ready for `server.addService(SweepServiceService, ...)`. */
 export function createServer(deps: ServerDeps): SweepServiceServer {
-  const { controller, store, bus, log } = deps;
+  const { controller, store, log } = deps;
   const dataDir = deps.dataDir ?? process.cwd();
-  let kvBucket: Promise<KeyValueStore> | undefined;
-  const kv = (): Promise<KeyValueStore> => (kvBucket ??= bus.kv(SWEEPS_BUCKET, { history: 5 }));
 
   const requireId = (id: string): string => {
     if (!id) throw grpcError(grpc.status.INVALID_ARGUMENT, 'sweep_id: is required');
@@ -300,109 +277,50 @@ export function createServer(deps: ServerDeps): SweepServiceServer {
     };
   }
 
-  /**
-   * A snapshot, then every change of the sweep and its cells and every progress report, from
-   * the bus. Subscribes before reading the snapshot so nothing falls in between (an event may
-   * then repeat what the snapshot already shows, which is harmless).
-   */
+  /** The controller's watch of the sweep (SweepController.watch), each item mapped to the wire. */
   async function watchSweep(call: grpc.ServerWritableStream<WatchSweepRequest, WatchSweepResponse>): Promise<void> {
     const id = requireId(call.request.sweepId);
     if (deps.shutdown?.aborted) throw grpcError(grpc.status.UNAVAILABLE, 'the controller is shutting down');
     if (!(await controller.get(id))) throw grpcError(grpc.status.NOT_FOUND, `sweep ${id} not found`);
-
-    type Item = { kind: 'event'; event: BusSweepEvent } | { kind: 'progress'; cellId: string; message: BusMessage };
-    const queue: Item[] = [];
-    let wake: (() => void) | undefined;
-    let stopped = false;
-    const push = (item: Item): void => {
-      queue.push(item);
-      wake?.();
+    const cancelled = new AbortController();
+    const onCancel = (): void => cancelled.abort();
+    call.on('cancelled', onCancel);
+    const signal = deps.shutdown ? AbortSignal.any([cancelled.signal, deps.shutdown]) : cancelled.signal;
+    let sequence = 0;
+    const send = (kind: NonNullable<SweepEvent['kind']>): void => {
+      if (signal.aborted) return;
+      call.write({ event: { sequence: ++sequence, time: new Date(), sweepId: id, kind } });
     };
-    const stop = (): void => {
-      stopped = true;
-      wake?.();
-    };
-    const subscriptions: Subscription[] = [];
-    const onShutdown = (): void => {
-      if (!stopped) call.emit('error', grpcError(grpc.status.UNAVAILABLE, 'the controller is shutting down'));
-      stop();
-    };
-    call.on('cancelled', stop);
-    deps.shutdown?.addEventListener('abort', onShutdown);
-    let finalTimer: NodeJS.Timeout | undefined;
     try {
-      subscriptions.push(
-        await bus.subscribe(sweepEventSubject(id), (message) => push({ kind: 'event', event: sweepEventOf(message) })),
-        await bus.subscribe(cellProgressFilter(id), (message) =>
-          push({ kind: 'progress', cellId: message.subject.split('.').pop()!, message }),
-        ),
-      );
-      const snapshot = await controller.get(id);
-      if (!snapshot) throw grpcError(grpc.status.NOT_FOUND, `sweep ${id} not found`);
-      let sequence = 0;
-      const send = (kind: NonNullable<SweepEvent['kind']>): void => {
-        if (stopped) return;
-        call.write({ event: { sequence: ++sequence, time: new Date(), sweepId: id, kind } });
-      };
-
-      // What the stream knows, kept current from the events, to build each sweep message.
-      let sweep = snapshot.sweep;
-      const records = new Map(snapshot.cells.map((record) => [record.cell.id, record]));
-      const stateOf = (cellId: string): DomainCellState | undefined => records.get(cellId)?.state;
-      const cells = await cellsToProto([...records.values()]);
-      send({ $case: 'snapshot', value: { sweep: sweepToProto(sweep, cells), cells } });
-      const allCellsFinal = (): boolean => [...records.values()].every((r) => FINAL_CELL_STATES.includes(r.state));
-      if (isFinalSweep(sweep.state)) return;
-
-      while (!stopped) {
-        const item = queue.shift();
-        if (!item) {
-          await new Promise<void>((resolve) => (wake = resolve));
-          wake = undefined;
-          continue;
-        }
-        if (item.kind === 'progress') {
-          try {
-            const report = item.message.json<ProgressReport & { time?: string }>();
-            const time = report.time ? new Date(report.time) : new Date();
-            send({ $case: 'progress', value: progressToProto(item.cellId, report, time) });
-          } catch (error) {
-            // A malformed report loses one bar update, not the watch.
-            log.warn({ err: error, sweepId: id, subject: item.message.subject }, 'skipped a progress report');
+      for await (const item of controller.watch(id, signal)) {
+        switch (item.kind) {
+          case 'snapshot': {
+            const cells = await cellsToProto(item.cells);
+            send({ $case: 'snapshot', value: { sweep: sweepToProto(item.sweep, cells), cells } });
+            break;
           }
-          continue;
-        }
-        const { event } = item;
-        if (event.cellId && records.has(event.cellId)) {
-          const record = (await (await kv()).getJson<CellRecord>(cellKey(id, event.cellId)))?.value;
-          if (record) {
-            records.set(event.cellId, record);
-            const result = record.state === 'succeeded' ? await resultOf(record.cell.id) : undefined;
+          case 'cell': {
+            const result = item.record.state === 'succeeded' ? await resultOf(item.record.cell.id) : undefined;
             send({
               $case: 'cell',
-              value: cellRecordToProto(record, stateOf, { result: result && cellResultToProto(result) }),
+              value: cellRecordToProto(item.record, item.stateOf, { result: result && cellResultToProto(result) }),
             });
+            break;
           }
-        }
-        if (event.state !== sweep.state || !event.cellId) {
-          sweep = (await (await kv()).getJson<SweepRecord>(sweepKey(id)))?.value ?? { ...sweep, state: event.state };
-        }
-        send({
-          $case: 'sweep',
-          value: sweepToProto({ ...sweep, state: event.state }, statesOf([...records.values()])),
-        });
-        if (isFinalSweep(event.state)) {
-          // The controller closes a sweep with an event that names no cell; cells it stops on
-          // cancel come just before. Do not wait forever for a closing event that was missed.
-          if (!event.cellId || allCellsFinal()) break;
-          finalTimer ??= setTimeout(stop, FINAL_GRACE_MS);
+          case 'sweep':
+            send({ $case: 'sweep', value: sweepToProto(item.sweep, statesOf(item.cells)) });
+            break;
+          case 'progress':
+            send({ $case: 'progress', value: progressToProto(item.cellId, item.report, item.time) });
+            break;
         }
       }
     } finally {
-      clearTimeout(finalTimer);
-      deps.shutdown?.removeEventListener('abort', onShutdown);
-      call.off('cancelled', stop);
-      for (const subscription of subscriptions) await subscription.unsubscribe().catch(() => undefined);
+      call.off('cancelled', onCancel);
+    }
+    // Open streams end with UNAVAILABLE at shutdown, so clients reconnect elsewhere.
+    if (deps.shutdown?.aborted && !cancelled.signal.aborted) {
+      throw grpcError(grpc.status.UNAVAILABLE, 'the controller is shutting down');
     }
   }
 
@@ -448,29 +366,4 @@ function decodePageToken(token: string): SweepRecord {
     // Falls through to the error below.
   }
   throw grpcError(grpc.status.INVALID_ARGUMENT, 'page_token: not a token from a previous ListSweeps response');
-}
-
-const SWEEP_STATES: readonly string[] = ['splitting', 'running', 'succeeded', 'failed', 'cancelled'];
-
-/**
- * A sweep event as the controller publishes it, or a PoisonMessageError (the bus sets the
- * message aside) naming the wrong field, never its value: a stray message on the subject costs
- * itself, not the watch.
- */
-function sweepEventOf(message: BusMessage): BusSweepEvent {
-  const event = message.json<unknown>();
-  const where = `sweep event ${message.seq} on ${message.subject}`;
-  if (typeof event !== 'object' || event === null || Array.isArray(event)) {
-    throw new PoisonMessageError(`${where}: not a JSON object`);
-  }
-  const { state, cellId, cellState } = event as Record<string, unknown>;
-  if (typeof state !== 'string' || !SWEEP_STATES.includes(state)) {
-    throw new PoisonMessageError(`${where}: state must be a sweep state`);
-  }
-  if (cellId !== undefined && typeof cellId !== 'string')
-    throw new PoisonMessageError(`${where}: cellId must be a string`);
-  if (cellState !== undefined && typeof cellState !== 'string') {
-    throw new PoisonMessageError(`${where}: cellState must be a string`);
-  }
-  return event as BusSweepEvent;
 }

@@ -28,7 +28,7 @@ export async function startTestServer(options: { workers?: number } = {}): Promi
   const ports = new PoolPorts(store, { storeRoot, bus, workers: options.workers ?? 2 });
   const controller = new SweepController({ store, bus, steps: ports, executor: ports });
   const shutdown = new AbortController();
-  const service = createServer({ controller, store, bus, log, shutdown: shutdown.signal });
+  const service = createServer({ controller, store, log, shutdown: shutdown.signal });
   const server = await startGrpcServer({ services: [sweepServiceRegistration(service)], port: 0, log });
   return {
     address: `127.0.0.1:${server.port}`,

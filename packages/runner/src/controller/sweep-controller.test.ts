@@ -66,6 +66,45 @@ async function setup() {
 }
 
 describe('SweepController', () => {
+  it('watch: a snapshot, then each cell to its final state and the sweep closing, then the end', async () => {
+    const { controller } = await setup();
+    const sweep = await controller.start(spec, { specDir: '.' });
+    const kinds: string[] = [];
+    const succeeded = new Set<string>();
+    let last: string | undefined;
+    for await (const item of controller.watch(sweep.id, new AbortController().signal)) {
+      kinds.push(item.kind);
+      if (item.kind === 'snapshot' || item.kind === 'sweep') {
+        for (const record of item.cells) if (record.state === 'succeeded') succeeded.add(record.cell.id);
+        last = item.sweep.state;
+      }
+      if (item.kind === 'cell' && item.record.state === 'succeeded') succeeded.add(item.record.cell.id);
+    }
+    expect(kinds[0]).toBe('snapshot');
+    expect(kinds.at(-1)).toBe('sweep');
+    expect(last).toBe('succeeded');
+    expect(succeeded.size).toBe(sweep.cellIds.length);
+  });
+
+  it('watch: ends without error when its signal aborts, and yields nothing for an unknown sweep', async () => {
+    const { ports, controller } = await setup();
+    ports.hold = new Promise(() => undefined);
+    const sweep = await controller.start(spec, { specDir: '.' });
+    const stop = new AbortController();
+    const seen: string[] = [];
+    const watching = (async () => {
+      for await (const item of controller.watch(sweep.id, stop.signal)) seen.push(item.kind);
+    })();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    stop.abort();
+    await watching;
+    expect(seen[0]).toBe('snapshot');
+    const none: string[] = [];
+    for await (const item of controller.watch('no-such-sweep', new AbortController().signal)) none.push(item.kind);
+    expect(none).toEqual([]);
+    await controller.cancel(sweep.id);
+  });
+
   it('runs cells after their sources, within the concurrency limit, and records the sweep in KV', async () => {
     const { ports, controller } = await setup();
     const sweep = await controller.start(spec, { specDir: '.' });

@@ -19,6 +19,7 @@ import type { StoredResult } from '../evaluate-cell.ts';
 import { CellLeases, type LeaseOptions } from './cell-lease.ts';
 import { type CellSteps, type Executor } from './ports.ts';
 import { TrainerSlots } from './trainer-slots.ts';
+import { type WatchItem, watchSweep } from './sweep-watch.ts';
 import {
   ACTIVE_CELL_STATES,
   type CellRecord,
@@ -305,6 +306,18 @@ export class SweepController {
       resumed.push(sweep.id);
     }
     return resumed;
+  }
+
+  /**
+   * The sweep as it changes: a snapshot, then each change of a cell or the sweep and each
+   * progress report, until the sweep is final or `signal` aborts (sweep-watch.ts).
+   */
+  watch(id: string, signal: AbortSignal): AsyncGenerator<WatchItem> {
+    return watchSweep(
+      { bus: this.deps.bus, kv: () => this.kv(), get: (sweepId) => this.get(sweepId), log: this.deps.log },
+      id,
+      signal,
+    );
   }
 
   /** Resolves when the sweep's driver has stopped (finished, failed or cancelled). */

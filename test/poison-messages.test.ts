@@ -1,27 +1,15 @@
 // Issue 9, the fault suite: a poisoned NATS message (bytes that are not JSON, or JSON of the
-// wrong shape) on each consumer's subject is set aside at once (JetStream term), logged with its
-// subject and sequence and without its payload, and the consumer keeps working. Real
-// nats-server (one of its own: the evaluations work queue is shared by every evaluator on a
-// server), the evaluator's real queue consumer, and an events subscription as WatchSweep and
-// the CLI make them. Figures on lines of their own (`poison:`).
+// wrong shape) on a sweep-events subject is set aside at once (JetStream term), logged with its
+// subject and sequence and without its payload, and the subscription keeps working. Real
+// nats-server (one of its own), and an events subscription with the sweep watch's own
+// validator (SweepController.watch, behind WatchSweep and the CLI). Figures on lines of their own (`poison:`).
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  type Bus,
-  LocalFolderStore,
-  PoisonMessageError,
-  WORK_QUEUES,
-  WORK_QUEUE_CONSUMER,
-  connectNatsBus,
-  createLogger,
-  evaluationFinishedFilter,
-  sweepEventSubject,
-  workQueueStreamName,
-} from '@transferlab/platform';
-import { consumeEvaluations } from '../services/evaluator/src/server.ts';
-import { type OwnNats, consumerCounts, logLines, ownNats, sleep } from './support/faults.ts';
+import { type Bus, connectNatsBus, createLogger, sweepEventSubject } from '@transferlab/platform';
+import { sweepEventOf } from '@transferlab/runner/controller/sweep-watch';
+import { type OwnNats, logLines, ownNats, sleep } from './support/faults.ts';
 
 const SECRET = 'db_password: hunter2';
 const encoder = new TextEncoder();
@@ -67,58 +55,13 @@ async function waitFor<T>(what: string, probe: () => T | undefined, timeoutMs: n
 }
 
 describe('poisoned NATS messages', () => {
-  it('on the evaluations work queue: set aside at once, logged without payload, the evaluator keeps working', async () => {
-    const log = createLogger('evaluator', { level: 'info', destination: logFile });
-    const store = new LocalFolderStore(join(work, 'store'));
-    // The production retry settings: 5 deliveries, 1 s apart. A poisoned job that went through
-    // them would hold the one-at-a-time queue for 4 s each.
-    const consumer = await consumeEvaluations({ store, bus, log }, { maxDeliver: 5, retryDelayMs: 1000 });
-    const answers: Array<{ cellId: string; code?: string }> = [];
-    const watch = await bus.subscribe(evaluationFinishedFilter('poison'), (message) => {
-      answers.push(message.json<{ cellId: string; code?: string }>());
-    });
-    const queue = await bus.workQueue(WORK_QUEUES.evaluations);
-    const started = Date.now();
-    const seqs: number[] = [];
-    for (const [, payload] of POISON) seqs.push((await queue.enqueue(payload)).seq);
-    // A well-formed job behind them, for a cell that does not exist: answered NOT_FOUND.
-    await queue.enqueue({ cellId: 'no-such-cell', sweepId: 'poison' });
-    const answer = await waitFor('the job after the poison', () => answers[0], 20_000);
-    const seconds = (Date.now() - started) / 1000;
-    expect(answer).toMatchObject({ cellId: 'no-such-cell', code: 'NOT_FOUND' });
-
-    const info = await consumerCounts(nats, workQueueStreamName(WORK_QUEUES.evaluations), WORK_QUEUE_CONSUMER);
-    expect(info.num_ack_pending).toBe(0);
-    expect(info.num_pending).toBe(0);
-    expect(info.num_redelivered, 'a poisoned job was delivered again').toBe(0);
-
-    await consumer.unsubscribe();
-    await watch.unsubscribe();
-    const text = await readFile(logFile, 'utf8');
-    expect(text).not.toContain('hunter2');
-    const setAside = logLines(text, /^undecodable or invalid message set aside$/).filter((line) =>
-      String(line.subject).startsWith('transferlab-queue.'),
-    );
-    expect(setAside.map((line) => line.seq)).toEqual(seqs);
-    expect(setAside.every((line) => line.subject === 'transferlab-queue.evaluations')).toBe(true);
-    console.log(
-      `poison: evaluations queue: ${POISON.length} poisoned jobs, ${setAside.length} set aside (term), 0 redeliveries`,
-    );
-    console.log(`poison: evaluations queue: the next job answered ${seconds.toFixed(2)} s after the first poison`);
-    console.log('poison: evaluations queue: 0 log lines with the payload');
-  });
-
   it('on a sweep-events subscription (WatchSweep, the CLI): set aside at once, later events delivered', async () => {
     const subject = sweepEventSubject('poison-events');
     const received: string[] = [];
     const subscription = await bus.subscribe(
       subject,
       (message) => {
-        const event = message.json<unknown>();
-        if (typeof event !== 'object' || event === null || !('state' in event)) {
-          throw new PoisonMessageError(`sweep event ${message.seq} on ${message.subject}: not a sweep event`);
-        }
-        received.push(String((event as { state: unknown }).state));
+        received.push(sweepEventOf(message).state);
       },
       { maxDeliver: 5, retryDelayMs: 1000 },
     );

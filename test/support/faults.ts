@@ -95,30 +95,6 @@ export function logLines(output: string, msg: RegExp): Array<Record<string, unkn
     .filter((line) => typeof line.msg === 'string' && msg.test(line.msg));
 }
 
-export interface ConsumerCounts {
-  num_ack_pending: number;
-  num_redelivered: number;
-  num_pending: number;
-}
-
-/** A JetStream consumer's counts, from the server's monitoring endpoint. */
-export async function consumerCounts(nats: OwnNats, stream: string, consumer: string): Promise<ConsumerCounts> {
-  const response = await fetch(`${nats.monitorUrl}/jsz?consumers=true`);
-  const jsz = (await response.json()) as {
-    account_details?: Array<{
-      stream_detail?: Array<{ name: string; consumer_detail?: Array<ConsumerCounts & { name: string }> }>;
-    }>;
-  };
-  for (const account of jsz.account_details ?? []) {
-    for (const detail of account.stream_detail ?? []) {
-      if (detail.name !== stream) continue;
-      const found = detail.consumer_detail?.find((c) => c.name === consumer);
-      if (found) return found;
-    }
-  }
-  throw new Error(`no consumer ${consumer} on stream ${stream} at ${nats.monitorUrl}/jsz`);
-}
-
 export interface OwnRadosgw {
   /** TRANSFERLAB_S3_* for this gateway, as scripts/radosgw-start.sh prints them. */
   env: Record<string, string>;

@@ -5,7 +5,7 @@ import { type Bus, type BusMessage, type KvEntry, RevisionMismatchError } from '
 /**
  * The behaviour every bus adapter must have. Each adapter's test file calls this with a
  * factory for a connected bus. Buses may share a server with other tests, so every test uses
- * its own subjects, durable names, queues and buckets.
+ * its own subjects, durable names and buckets.
  */
 export function describeBusContract(name: string, makeBus: () => Promise<Bus>): void {
   describe(`Bus contract: ${name}`, () => {
@@ -157,73 +157,6 @@ export function describeBusContract(name: string, makeBus: () => Promise<Bus>): 
       });
     });
 
-    describe('work queue', () => {
-      it('hands each message to exactly one of two consumers, including those enqueued before any consumer', async () => {
-        const bus = await newBus();
-        const queue = await bus.workQueue(testName());
-        for (let n = 0; n < 5; n++) await queue.enqueue({ n });
-        const handledBy = new Map<number, string[]>();
-        const consumer = (who: string) => async (msg: BusMessage) => {
-          const { n } = msg.json<{ n: number }>();
-          handledBy.set(n, [...(handledBy.get(n) ?? []), who]);
-          await sleep(5);
-        };
-        await queue.consume(consumer('a'));
-        await queue.consume(consumer('b'));
-        for (let n = 5; n < 20; n++) await queue.enqueue({ n });
-        await waitFor(() => handledBy.size === 20, 'all twenty jobs');
-        await sleep(100);
-        expect([...handledBy.values()].every((who) => who.length === 1)).toBe(true);
-        const counts = ['a', 'b'].map((who) => [...handledBy.values()].filter((w) => w[0] === who).length);
-        expect(counts[0]! + counts[1]!).toBe(20);
-        expect(Math.min(...counts)).toBeGreaterThan(0);
-      });
-
-      it('redelivers a message whose handler threw, up to maxDeliver deliveries', async () => {
-        const bus = await newBus();
-        const queue = await bus.workQueue(testName());
-        const attempts: string[] = [];
-        await queue.consume(
-          async (msg) => {
-            const { job } = msg.json<{ job: string }>();
-            attempts.push(`${job}#${msg.deliveryCount}`);
-            if (job === 'poison' || (job === 'flaky' && msg.deliveryCount < 2)) throw new Error(`${job} failed`);
-          },
-          { maxDeliver: 3, retryDelayMs: 10 },
-        );
-        await queue.enqueue({ job: 'poison' });
-        await queue.enqueue({ job: 'flaky' });
-        await queue.enqueue({ job: 'fine' });
-        await waitFor(() => attempts.includes('poison#3') && attempts.includes('flaky#2'), 'the retries');
-        await sleep(200);
-        expect([...attempts].sort()).toEqual(['fine#1', 'flaky#1', 'flaky#2', 'poison#1', 'poison#2', 'poison#3']);
-      });
-
-      it('hands a message back when its consumer stops, to be handled by the next one', async () => {
-        const bus = await newBus();
-        const name = testName();
-        const queue = await bus.workQueue(name);
-        const done: number[] = [];
-        const first = await queue.consume(async (msg) => void done.push(msg.json<{ n: number }>().n));
-        await queue.enqueue({ n: 1 });
-        await waitFor(() => done.length === 1, 'the first job');
-        await first.unsubscribe();
-        await queue.enqueue({ n: 2 });
-        await sleep(50);
-        expect(done).toEqual([1]);
-        const again = await bus.workQueue(name);
-        await again.consume(async (msg) => void done.push(msg.json<{ n: number }>().n));
-        await waitFor(() => done.length === 2, 'the job enqueued while nobody consumed');
-        expect(done).toEqual([1, 2]);
-      });
-
-      it('refuses invalid queue names', async () => {
-        const bus = await newBus();
-        await expect(bus.workQueue('Evaluations')).rejects.toThrow(/invalid work queue name/);
-        await expect(bus.workQueue('a.b')).rejects.toThrow(/invalid work queue name/);
-      });
-    });
-
     describe('key-value', () => {
       it('puts, gets and updates with compare-and-set, naming the key and revisions on a conflict', async () => {
         const bus = await newBus();
@@ -372,7 +305,7 @@ function testSubject(): string {
   return `transferlab.test.${randomBytes(5).toString('hex')}`;
 }
 
-/** A fresh name valid for durables, queues and buckets. */
+/** A fresh name valid for durables and buckets. */
 function testName(): string {
   return `test-${randomBytes(5).toString('hex')}`;
 }

@@ -1,17 +1,17 @@
 /**
- * The bus port: durable event streams, work queues and key-value buckets.
+ * The bus port: durable event streams and key-value buckets.
  *
  * Two adapters implement it: NATS JetStream (`nats-bus.ts`, the cluster) and an in-memory bus
  * (`in-process-bus.ts`, one machine). `bus.contract.ts` holds the behaviour both must have.
- * Subject, stream, queue and bucket names are listed in `subjects.ts`.
+ * Subject, stream and bucket names are listed in `subjects.ts`.
  *
  * Delivery is at least once everywhere: a handler that resolves acknowledges its message, a
  * handler that throws (or rejects) asks for a redelivery, up to `maxDeliver` deliveries in all.
- * Handlers therefore must be idempotent. Each subscription and each `consume` call handles one
- * message at a time, in delivery order; call `consume` N times for N parallel handlers.
+ * Handlers therefore must be idempotent. Each subscription handles one message at a time, in
+ * delivery order.
  */
 
-/** What `publish` and `enqueue` accept: bytes are sent as they are, anything else as JSON. */
+/** What `publish` accepts: bytes are sent as they are, anything else as JSON. */
 export type Payload = Uint8Array | unknown;
 
 export interface PublishOptions {
@@ -75,30 +75,9 @@ export interface SubscribeOptions extends RetryOptions {
 export interface Subscription {
   /**
    * Stops delivery and waits for the handler in flight. Messages received but not yet handled
-   * are handed back for redelivery (to another consumer of a queue or durable, or later).
+   * are handed back for redelivery (to another subscription of the durable, or later).
    */
   unsubscribe(): Promise<void>;
-}
-
-export interface ConsumeOptions extends RetryOptions {
-  /**
-   * How long a delivered message may stay unacknowledged before it goes to another consumer.
-   * While a handler runs, its consumer reports progress, so this bounds the time to notice a
-   * consumer that died, not the handler's run time. Default 30 000 ms.
-   */
-  ackWaitMs?: number;
-}
-
-/**
- * A durable work queue: each message is handled by exactly one consumer at a time and stays
- * queued until a handler succeeds (or maxDeliver deliveries failed). `ackWaitMs` and
- * `maxDeliver` are settings of the queue's one consumer group: the latest `consume` call sets
- * them for all; `retryDelayMs` is per call.
- */
-export interface WorkQueue {
-  readonly name: string;
-  enqueue(data: Payload, options?: PublishOptions): Promise<PublishAck>;
-  consume(handler: MessageHandler, options?: ConsumeOptions): Promise<Subscription>;
 }
 
 export interface KvValue<T = Uint8Array> {
@@ -175,8 +154,6 @@ export interface Bus {
   publish(subject: string, data: Payload, options?: PublishOptions): Promise<PublishAck>;
   /** Delivers messages of the events stream matching a filter (`*` = one token, `>` = the rest). */
   subscribe(subjectFilter: string, handler: MessageHandler, options?: SubscribeOptions): Promise<Subscription>;
-  /** The named work queue, created when missing. Names: [a-z0-9][a-z0-9-]*. */
-  workQueue(name: string): Promise<WorkQueue>;
   /** The named bucket, created when missing. Names: [-_a-zA-Z0-9]+. */
   kv(bucket: string, options?: KvOptions): Promise<KeyValueStore>;
   /** Stops every subscription and watch (waiting for handlers in flight), then disconnects. */

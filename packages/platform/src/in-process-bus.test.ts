@@ -32,15 +32,15 @@ it('forgets events older than the stream max age', async () => {
 it('reports a message given up after maxDeliver failures', async () => {
   const warnings: Array<Record<string, unknown>> = [];
   const bus = createInProcessBus({ logger: { warn: (fields) => void warnings.push(fields) } });
-  const queue = await bus.workQueue('doomed');
-  await queue.consume(
+  await bus.subscribe(
+    'transferlab.doomed.>',
     () => {
       throw new Error('always');
     },
     { maxDeliver: 2, retryDelayMs: 0 },
   );
-  await queue.enqueue({ job: 1 });
+  await bus.publish('transferlab.doomed.a', { job: 1 });
   await waitFor(() => warnings.length === 1, 'the warning');
-  expect(warnings[0]).toMatchObject({ subject: 'transferlab-queue.doomed', deliveries: 2 });
+  expect(warnings[0]).toMatchObject({ subject: 'transferlab.doomed.a', deliveries: 2 });
   await bus.close();
 });

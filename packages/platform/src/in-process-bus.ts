@@ -2,7 +2,6 @@ import {
   type Bus,
   type BusLogger,
   type BusMessage,
-  type ConsumeOptions,
   type KeyValueStore,
   type KvEntry,
   type KvOptions,
@@ -15,9 +14,7 @@ import {
   type PublishOptions,
   type SubscribeOptions,
   type Subscription,
-  type WorkQueue,
   BusClosedError,
-  DEFAULT_ACK_WAIT_MS,
   DEFAULT_DUPLICATE_WINDOW_MS,
   DEFAULT_MAX_DELIVER,
   DEFAULT_RETRY_DELAY_MS,
@@ -41,16 +38,13 @@ import {
   assertSubjectFilter,
   filterContains,
   subjectMatches,
-  workQueueStreamName,
-  workQueueSubject,
 } from './subjects.ts';
-import { consumeInSpan, runInMessageContext, withTraceHeaders } from './telemetry-context.ts';
+import { runInMessageContext, withTraceHeaders } from './telemetry-context.ts';
 
 /**
- * The bus in memory, for the one-machine mode: the same streams, durable consumers, work
- * queues and buckets as the NATS adapter, held by this process and gone when it exits.
- * Handlers run asynchronously, never inside `publish`. Ack wait has no meaning here (a
- * consumer cannot die without the whole bus), so it is checked and otherwise ignored.
+ * The bus in memory, for the one-machine mode: the same events stream, durable consumers and
+ * buckets as the NATS adapter, held by this process and gone when it exits. Handlers run
+ * asynchronously, never inside `publish`.
  */
 export interface InProcessBusOptions {
   /** How long the events stream keeps a message. Default 7 days. */
@@ -87,9 +81,7 @@ interface Host {
 }
 
 class InProcessBus implements Bus {
-  private readonly streams: MemoryStream[] = [];
   private readonly events: MemoryStream;
-  private readonly queues = new Map<string, MemoryWorkQueue>();
   private readonly buckets = new Map<string, MemoryBucket>();
   private readonly subscriptions = new Set<Subscription>();
   private readonly timers = new Set<NodeJS.Timeout>();
@@ -114,13 +106,7 @@ class InProcessBus implements Bus {
         this.timers.add(timer);
       },
     };
-    this.events = this.addStream(EVENTS_STREAM, EVENTS_SUBJECTS, 'limits', maxAgeMs);
-  }
-
-  private addStream(name: string, subjects: string, retention: Retention, maxAgeMs: number): MemoryStream {
-    const stream = new MemoryStream(name, subjects, retention, maxAgeMs, this.duplicateWindowMs);
-    this.streams.push(stream);
-    return stream;
+    this.events = new MemoryStream(EVENTS_STREAM, EVENTS_SUBJECTS, maxAgeMs, this.duplicateWindowMs);
   }
 
   private assertOpen(what: string): void {
@@ -133,10 +119,9 @@ class InProcessBus implements Bus {
     assertSubject(subject);
     assertHeaders(options.headers, where);
     const bytes = encodePayload(data, where);
-    const stream = this.streams.find((s) => subjectMatches(s.subjects, subject));
-    if (!stream) throw new Error(`${where}: no stream captures this subject`);
+    if (!subjectMatches(this.events.subjects, subject)) throw new Error(`${where}: no stream captures this subject`);
     // The active trace context rides along as `traceparent` unless the caller set one.
-    return stream.append(subject, bytes, { ...withTraceHeaders(options.headers) }, options.msgId);
+    return this.events.append(subject, bytes, { ...withTraceHeaders(options.headers) }, options.msgId);
   }
 
   async subscribe(filter: string, handler: MessageHandler, options: SubscribeOptions = {}): Promise<Subscription> {
@@ -179,41 +164,6 @@ class InProcessBus implements Bus {
     return subscription;
   }
 
-  async workQueue(name: string): Promise<WorkQueue> {
-    this.assertOpen(`open work queue ${name}`);
-    let queue = this.queues.get(name);
-    if (!queue) {
-      const stream = this.addStream(workQueueStreamName(name), workQueueSubject(name), 'work-queue', Infinity);
-      const consumer = new MemoryConsumer(stream, stream.subjects, stream.firstSeq, this.host);
-      stream.consumers.add(consumer);
-      queue = new MemoryWorkQueue(name, this, stream, consumer);
-      this.queues.set(name, queue);
-    }
-    return queue;
-  }
-
-  /** Used by the work queues: a consume call is a worker of the queue's one consumer. */
-  consume(
-    stream: MemoryStream,
-    consumer: MemoryConsumer,
-    handler: MessageHandler,
-    options: ConsumeOptions,
-  ): Subscription {
-    this.assertOpen(`consume from ${stream.name}`);
-    positiveInteger(options.ackWaitMs, DEFAULT_ACK_WAIT_MS, 'ackWaitMs');
-    consumer.maxDeliver = positiveInteger(options.maxDeliver, DEFAULT_MAX_DELIVER, 'maxDeliver');
-    const retryDelayMs = nonNegativeNumber(options.retryDelayMs, DEFAULT_RETRY_DELAY_MS, 'retryDelayMs');
-    const worker = consumer.addWorker(handler, retryDelayMs);
-    const subscription: Subscription = {
-      unsubscribe: async () => {
-        this.subscriptions.delete(subscription);
-        await worker.stop();
-      },
-    };
-    this.subscriptions.add(subscription);
-    return subscription;
-  }
-
   async kv(bucket: string, options: KvOptions = {}): Promise<KeyValueStore> {
     this.assertOpen(`open bucket ${bucket}`);
     assertBucketName(bucket);
@@ -240,8 +190,6 @@ class InProcessBus implements Bus {
 
 // ------------------------------------------------------------------ streams and consumers
 
-type Retention = 'limits' | 'work-queue';
-
 class MemoryStream {
   readonly messages = new Map<number, StoredMessage>();
   firstSeq = 1;
@@ -254,7 +202,6 @@ class MemoryStream {
   constructor(
     readonly name: string,
     readonly subjects: string,
-    readonly retention: Retention,
     private readonly maxAgeMs: number,
     private readonly duplicateWindowMs: number,
   ) {}
@@ -286,17 +233,11 @@ class MemoryStream {
       this.firstSeq++;
     }
   }
-
-  /** A work queue forgets a message once it is acknowledged. */
-  remove(seq: number): void {
-    this.messages.delete(seq);
-    while (this.firstSeq <= this.lastSeq && !this.messages.has(this.firstSeq)) this.firstSeq++;
-  }
 }
 
 /**
  * A consumer: a position in a stream, the messages to redeliver, and the workers (one per
- * subscribe/consume call) it hands messages to, one message per worker at a time.
+ * subscribe call) it hands messages to, one message per worker at a time.
  */
 class MemoryConsumer {
   maxDeliver = DEFAULT_MAX_DELIVER;
@@ -350,16 +291,12 @@ class MemoryConsumer {
 
   settle(delivery: Delivery, error: unknown, retryDelayMs: number): void {
     const { msg, deliveryCount } = delivery;
-    if (error === undefined) {
-      if (this.stream.retention === 'work-queue') this.stream.remove(msg.seq);
-      return;
-    }
+    if (error === undefined) return;
     if (isPoisonMessage(error)) {
       this.host.logger?.warn(
         { stream: this.stream.name, subject: msg.subject, seq: msg.seq, reason: (error as Error).message },
         'undecodable or invalid message set aside',
       );
-      if (this.stream.retention === 'work-queue') this.stream.remove(msg.seq);
       return;
     }
     if (deliveryCount < this.maxDeliver) {
@@ -373,7 +310,6 @@ class MemoryConsumer {
       { stream: this.stream.name, subject: msg.subject, seq: msg.seq, deliveries: deliveryCount, err: error },
       'handler failed on every delivery: message given up',
     );
-    if (this.stream.retention === 'work-queue') this.stream.remove(msg.seq);
   }
 }
 
@@ -426,25 +362,6 @@ function toBusMessage({ msg, deliveryCount }: Delivery): BusMessage {
     deliveryCount,
     redelivered: deliveryCount > 1,
   };
-}
-
-class MemoryWorkQueue implements WorkQueue {
-  constructor(
-    readonly name: string,
-    private readonly bus: InProcessBus,
-    private readonly stream: MemoryStream,
-    private readonly consumer: MemoryConsumer,
-  ) {}
-
-  async enqueue(data: Payload, options: PublishOptions = {}): Promise<PublishAck> {
-    return this.bus.publish(this.stream.subjects, data, options);
-  }
-
-  async consume(handler: MessageHandler, options: ConsumeOptions = {}): Promise<Subscription> {
-    // Each job is handled in a CONSUMER span, child of the trace context its message carried.
-    const traced: MessageHandler = (msg) => consumeInSpan(this.name, msg.headers, async () => handler(msg));
-    return this.bus.consume(this.stream, this.consumer, traced, options);
-  }
 }
 
 // ------------------------------------------------------------------ key-value buckets

@@ -79,7 +79,7 @@ async function removeTestLeftovers(servers: string): Promise<void> {
     const jsm = await nc.jetstreamManager();
     for (const info of await jsm.streams.list().next()) {
       const name = info.config.name;
-      if (name.startsWith('KV_test-') || name.startsWith('TRANSFERLAB_QUEUE_TEST_')) await jsm.streams.delete(name);
+      if (name.startsWith('KV_test-')) await jsm.streams.delete(name);
     }
     for (const info of await jsm.consumers.list('TRANSFERLAB_EVENTS').next()) {
       if (info.name.startsWith('test-')) await jsm.consumers.delete('TRANSFERLAB_EVENTS', info.name);

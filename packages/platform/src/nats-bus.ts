@@ -24,7 +24,6 @@ import {
   type Bus,
   type BusLogger,
   type BusMessage,
-  type ConsumeOptions,
   type KeyValueStore,
   type KvEntry,
   type KvOptions,
@@ -37,7 +36,6 @@ import {
   type PublishOptions,
   type SubscribeOptions,
   type Subscription,
-  type WorkQueue,
   BusClosedError,
   DEFAULT_ACK_WAIT_MS,
   DEFAULT_DUPLICATE_WINDOW_MS,
@@ -55,7 +53,6 @@ import {
 import {
   EVENTS_STREAM,
   EVENTS_SUBJECTS,
-  WORK_QUEUE_CONSUMER,
   assertBucketName,
   assertConsumerName,
   assertKvKey,
@@ -64,15 +61,13 @@ import {
   assertSubjectFilter,
   filterContains,
   kvPrefixFilter,
-  workQueueStreamName,
-  workQueueSubject,
 } from './subjects.ts';
-import { consumeInSpan, runInMessageContext, withTraceHeaders } from './telemetry-context.ts';
+import { runInMessageContext, withTraceHeaders } from './telemetry-context.ts';
 import { OUTAGE_BOUND_MS, withBackoff } from './retry.ts';
 
 /**
  * The bus over NATS JetStream (server 2.9+, the `nats` 2.x client). On connect it creates or
- * updates the events stream; work queue streams and KV buckets are created on first use.
+ * updates the events stream; KV buckets are created on first use.
  * Consumers are pull consumers with explicit acks; durable ones live on the server, so a
  * restarted process resumes where its predecessor stopped. Every error names the subject,
  * stream or bucket it concerns.
@@ -88,8 +83,6 @@ export interface NatsBusOptions {
   streams?: {
     /** The events stream. Defaults: 7 days max age, no size limit, file storage, 1 replica. */
     events?: StreamLimits;
-    /** Each work queue stream. Defaults: 7 days max age, no size limit, file storage, 1 replica. */
-    workQueues?: StreamLimits;
   };
   /** Keep trying the first connection until the server is up (default: fail at once). */
   waitOnFirstConnect?: boolean;
@@ -122,7 +115,7 @@ const EPHEMERAL_INACTIVE_MS = 60_000;
 /**
  * Messages a subscription pulls at once. Pulled messages wait unacknowledged in the client, and
  * only the one being handled reports progress, so a small batch keeps slow handlers within ack
- * wait. A work queue consumer pulls one at a time, so idle consumers get the rest.
+ * wait.
  */
 const SUBSCRIPTION_BATCH = 10;
 
@@ -195,14 +188,13 @@ class NatsBus implements Bus {
   private readonly logger: BusLogger | undefined;
   private readonly outageBoundMs: number;
   private readonly subscriptions = new Set<Subscription>();
-  private readonly queues = new Map<string, Promise<void>>();
   private closed = false;
 
   constructor(
     private readonly nc: NatsConnection,
     readonly jsm: JetStreamManager,
     private readonly js: JetStreamClient,
-    private readonly options: NatsBusOptions,
+    options: NatsBusOptions,
   ) {
     this.logger = options.logger;
     this.outageBoundMs = nonNegativeNumber(options.outageBoundMs, OUTAGE_BOUND_MS, 'outageBoundMs');
@@ -263,7 +255,10 @@ class NatsBus implements Bus {
   }
 
   /** Creates a durable consumer, or updates its ack wait and max deliver; its filter cannot change. */
-  async ensureDurable(stream: string, config: Partial<ConsumerConfig> & { durable_name: string }): Promise<void> {
+  private async ensureDurable(
+    stream: string,
+    config: Partial<ConsumerConfig> & { durable_name: string },
+  ): Promise<void> {
     const name = config.durable_name;
     const where = `durable consumer ${name} on stream ${stream}`;
     try {
@@ -361,7 +356,7 @@ class NatsBus implements Bus {
     });
   }
 
-  async startPulling(
+  private async startPulling(
     where: string,
     stream: string,
     consumerName: string,
@@ -384,21 +379,6 @@ class NatsBus implements Bus {
     });
     this.subscriptions.add(subscription);
     return subscription;
-  }
-
-  async workQueue(name: string): Promise<WorkQueue> {
-    this.assertOpen(`open work queue ${name}`);
-    const stream = workQueueStreamName(name);
-    const subject = workQueueSubject(name);
-    let ready = this.queues.get(name);
-    if (!ready) {
-      const limits = this.options.streams?.workQueues ?? {};
-      ready = this.ensureStream(streamConfig(stream, [subject], RetentionPolicy.Workqueue, limits));
-      this.queues.set(name, ready);
-      ready.catch(() => this.queues.delete(name));
-    }
-    await ready;
-    return new NatsWorkQueue(name, stream, subject, this);
   }
 
   async kv(bucket: string, options: KvOptions = {}): Promise<KeyValueStore> {
@@ -514,43 +494,6 @@ class PullSubscription implements Subscription {
       await this.onStop();
     })();
     return this.stopped;
-  }
-}
-
-class NatsWorkQueue implements WorkQueue {
-  constructor(
-    readonly name: string,
-    private readonly stream: string,
-    private readonly subject: string,
-    private readonly bus: NatsBus,
-  ) {}
-
-  enqueue(data: Payload, options?: PublishOptions): Promise<PublishAck> {
-    return this.bus.publish(this.subject, data, options);
-  }
-
-  async consume(handler: MessageHandler, options: ConsumeOptions = {}): Promise<Subscription> {
-    const where = `consume from work queue ${this.name}`;
-    this.bus.assertOpen(where);
-    const ackWaitMs = positiveInteger(options.ackWaitMs, DEFAULT_ACK_WAIT_MS, 'ackWaitMs');
-    const maxDeliver = positiveInteger(options.maxDeliver, DEFAULT_MAX_DELIVER, 'maxDeliver');
-    const retryDelayMs = nonNegativeNumber(options.retryDelayMs, DEFAULT_RETRY_DELAY_MS, 'retryDelayMs');
-    await this.bus.ensureDurable(this.stream, {
-      durable_name: WORK_QUEUE_CONSUMER,
-      ack_policy: AckPolicy.Explicit,
-      deliver_policy: DeliverPolicy.All,
-      ack_wait: nanos(ackWaitMs),
-      max_deliver: maxDeliver,
-    });
-    // Each job is handled in a CONSUMER span, child of the trace context its message carried.
-    const traced: MessageHandler = (msg) => consumeInSpan(this.name, msg.headers, async () => handler(msg));
-    return this.bus.startPulling(where, this.stream, WORK_QUEUE_CONSUMER, traced, {
-      batch: 1,
-      ackWaitMs,
-      maxDeliver,
-      retryDelayMs,
-      deleteOnStop: false,
-    });
   }
 }
 

@@ -1,25 +1,19 @@
 /**
- * The names on the bus: subjects, streams, work queues and key-value buckets, and the rules
- * every name must follow (NATS's, which the in-process bus enforces too).
+ * The names on the bus: subjects, streams and key-value buckets, and the rules every name
+ * must follow (NATS's, which the in-process bus enforces too).
  *
  * | name                                            | kind                      | written by        | read by                  | payload (JSON)              |
  * |-------------------------------------------------|---------------------------|-------------------|--------------------------|-----------------------------|
  * | `transferlab.cell.progress.<sweepId>.<cellId>`  | event, TRANSFERLAB_EVENTS | trainer           | controller, `sweep watch`| epoch, step, loss, val top-1, images/s |
- * | `transferlab.cell.finished.<sweepId>.<cellId>`  | event, TRANSFERLAB_EVENTS | trainer           | controller               | outcome (succeeded/failed), checkpoint ref |
- * | `transferlab.evaluation.finished.<sweepId>.<cellId>` | event, TRANSFERLAB_EVENTS | evaluator    | controller               | top-1/top-5, per class      |
+ * | `transferlab.cell.finished.<sweepId>.<cellId>`  | event, TRANSFERLAB_EVENTS | trainer           | observers                | outcome (succeeded/failed), checkpoint ref |
+ * | `transferlab.evaluation.finished.<sweepId>.<cellId>` | event, TRANSFERLAB_EVENTS | evaluator    | observers (the controller uses Evaluate's reply) | top-1/top-5, per class      |
  * | `transferlab.sweep.event.<sweepId>`             | event, TRANSFERLAB_EVENTS | controller        | WatchSweep streams, CLI  | sweep/cell state changes    |
- * | `transferlab-queue.<queue>`                     | work queue, TRANSFERLAB_QUEUE_<QUEUE> | controller | a service's workers  | one job                     |
- * | `transferlab-queue.evaluations`                 | work queue, TRANSFERLAB_QUEUE_EVALUATIONS | controller | evaluator         | checkpoint + split to score |
  * | KV `transferlab-sweeps`, key `sweep.<sweepId>`  | KV bucket                 | controller        | controller (on restart)  | the sweep: spec, state      |
  * | KV `transferlab-sweeps`, key `cell.<sweepId>.<cellId>` | KV bucket          | controller        | controller               | one cell's state, attempts  |
  *
  * Streams:
  * - `TRANSFERLAB_EVENTS` captures `transferlab.>`: limits retention (messages stay until their
  *   max age, 7 days by default, whoever read them), file storage, a 2-minute dedupe window.
- * - `TRANSFERLAB_QUEUE_<QUEUE>` per work queue captures `transferlab-queue.<queue>`: work-queue
- *   retention (a message is removed when a consumer acknowledges it), one durable consumer
- *   group `workers`. Work queues live outside `transferlab.>` because NATS 2.9 streams cannot
- *   overlap and cannot exclude a subject from a wildcard.
  * - KV bucket `<bucket>` is the stream `KV_<bucket>` over `$KV.<bucket>.>` (NATS's layout).
  *
  * Ids inside subjects and keys (sweep ids, cell ids) are single tokens: [-_=A-Za-z0-9]+.
@@ -28,13 +22,6 @@
 export const SUBJECT_ROOT = 'transferlab';
 export const EVENTS_STREAM = 'TRANSFERLAB_EVENTS';
 export const EVENTS_SUBJECTS = `${SUBJECT_ROOT}.>`;
-export const WORK_QUEUE_SUBJECT_ROOT = 'transferlab-queue';
-export const WORK_QUEUE_STREAM_PREFIX = 'TRANSFERLAB_QUEUE_';
-/** The one consumer group of every work queue stream. */
-export const WORK_QUEUE_CONSUMER = 'workers';
-
-/** The work queues the services use. */
-export const WORK_QUEUES = { evaluations: 'evaluations' } as const;
 
 /** The bucket holding each sweep's state: the controller keeps none of its own. */
 export const SWEEPS_BUCKET = 'transferlab-sweeps';
@@ -96,16 +83,6 @@ export function cellKeyPrefix(sweepId: string): string {
   return `cell.${token(sweepId, 'sweep id')}.`;
 }
 
-export function workQueueSubject(queue: string): string {
-  assertWorkQueueName(queue);
-  return `${WORK_QUEUE_SUBJECT_ROOT}.${queue}`;
-}
-
-export function workQueueStreamName(queue: string): string {
-  assertWorkQueueName(queue);
-  return `${WORK_QUEUE_STREAM_PREFIX}${queue.toUpperCase().replaceAll('-', '_')}`;
-}
-
 // ------------------------------------------------------------------ naming rules
 
 const TOKEN = /^[-_=A-Za-z0-9]+$/;
@@ -113,7 +90,6 @@ const SUBJECT_TOKEN = /^[^\s.*>]+$/;
 const KV_KEY = /^[-/_=.a-zA-Z0-9]+$/;
 const BUCKET = /^[-_a-zA-Z0-9]+$/;
 const CONSUMER = /^[-_A-Za-z0-9]+$/;
-const WORK_QUEUE = /^[a-z0-9][a-z0-9-]*$/;
 
 /** Longer ids are refused: file names, keys and subjects all have bounds, and no id of ours comes near. */
 export const MAX_TOKEN_LENGTH = 256;
@@ -202,8 +178,4 @@ export function assertBucketName(bucket: string): void {
 
 export function assertConsumerName(name: string): void {
   if (!CONSUMER.test(name)) throw new Error(`invalid durable name '${name}': [-_A-Za-z0-9]+`);
-}
-
-export function assertWorkQueueName(queue: string): void {
-  if (!WORK_QUEUE.test(queue)) throw new Error(`invalid work queue name '${queue}': [a-z0-9][a-z0-9-]*`);
 }

@@ -40,9 +40,6 @@ export const ATTRIBUTES = {
   rpcService: 'rpc.service',
   rpcMethod: 'rpc.method',
   rpcGrpcStatusCode: 'rpc.grpc.status_code',
-  messagingSystem: 'messaging.system',
-  messagingDestination: 'messaging.destination.name',
-  messagingOperation: 'messaging.operation.type',
 } as const;
 
 export type MetricKind = 'gauge' | 'histogram' | 'counter';

@@ -15,7 +15,6 @@ import {
   propagation,
   trace,
 } from '@opentelemetry/api';
-import { ATTRIBUTES } from './telemetry-attributes.ts';
 
 /** The instrumentation scope of every span and metric of transferlab. */
 export const INSTRUMENTATION_SCOPE = 'transferlab';
@@ -61,7 +60,7 @@ export function runInMessageContext<T>(headers: Readonly<Record<string, string>>
 
 /**
  * Runs `fn` in a new span, child of the active one (or of `parent`), ended when `fn` settles;
- * a throw marks the span as an error. Sweeps, cells and queue jobs use it.
+ * a throw marks the span as an error. Sweeps and cells use it.
  */
 export async function withSpan<T>(
   name: string,
@@ -84,26 +83,5 @@ export async function withSpan<T>(
         span.end();
       }
     },
-  );
-}
-
-/** A work-queue handler inside a CONSUMER span whose parent is the trace context the message carried. */
-export function consumeInSpan<T>(
-  queue: string,
-  headers: Readonly<Record<string, string>>,
-  fn: () => Promise<T>,
-): Promise<T> {
-  return withSpan(
-    `process ${queue}`,
-    {
-      kind: SpanKind.CONSUMER,
-      parent: extractContext(headers),
-      attributes: {
-        [ATTRIBUTES.messagingSystem]: 'nats',
-        [ATTRIBUTES.messagingDestination]: queue,
-        [ATTRIBUTES.messagingOperation]: 'process',
-      },
-    },
-    fn,
   );
 }

@@ -11,6 +11,4 @@ export const evaluatorConfig = {
   port: portSchema.default(DEFAULT_PORT),
   /** Interface to listen on: 0.0.0.0 in a pod. */
   host: z.string().min(1).default('127.0.0.1'),
-  /** Consumers of the `evaluations` work queue (0: answer RPCs only). Evaluations run one at a time anyway. */
-  queueConsumers: z.coerce.number().int().min(0).default(1),
 };

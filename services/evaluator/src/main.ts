@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The evaluator: EvaluatorService over gRPC, and consumers of the `evaluations` work queue.
+// The evaluator: EvaluatorService over gRPC.
 // Only wiring here; the work is in server.ts. Environment and ports: README.md.
 import {
   createLogger,
@@ -13,7 +13,7 @@ import {
 import { startTelemetry } from '@transferlab/platform/telemetry';
 import { EvaluatorServiceService } from '@transferlab/proto';
 import { evaluatorConfig } from './config.ts';
-import { SERVICE_NAME, consumeEvaluations, createServer } from './server.ts';
+import { SERVICE_NAME, createServer } from './server.ts';
 
 const log = createLogger('evaluator');
 
@@ -34,12 +34,7 @@ try {
     log,
     security: serverSecurityFromEnv(),
   });
-  const consumers = await Promise.all(
-    Array.from({ length: config.queueConsumers }, () => consumeEvaluations({ store, bus, log })),
-  );
   onShutdownSignal(async () => {
-    // Queued jobs not yet started go back to the queue; the one in flight finishes first.
-    await Promise.all(consumers.map((consumer) => consumer.unsubscribe()));
     await server.shutdown();
     await bus.close();
     await telemetry.shutdown();

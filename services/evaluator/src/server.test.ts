@@ -8,27 +8,20 @@ import {
   type Bus,
   type BusMessage,
   LocalFolderStore,
-  WORK_QUEUES,
   callUnary,
   createInProcessBus,
   createLogger,
   evaluationFinishedFilter,
   startGrpcServer,
 } from '@transferlab/platform';
-import type { GrpcServer, Subscription } from '@transferlab/platform';
+import type { GrpcServer } from '@transferlab/platform';
 import { EvaluatorServiceClient, EvaluatorServiceService, Half, Subset } from '@transferlab/proto';
 import type { EvaluateRequest } from '@transferlab/proto';
 import { cellResultFromProto, checkpointRef } from '@transferlab/proto/mappers';
 import { cellKeys, ensureSplits, evaluateCell, putJson, readResult, trainCell } from '@transferlab/runner';
 import { healthStatus as healthStatusAt } from '@transferlab/platform';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  type EvaluationFinished,
-  SERVICE_NAME,
-  SWEEP_ID_METADATA,
-  consumeEvaluations,
-  createServer,
-} from './server.ts';
+import { type EvaluationFinished, SERVICE_NAME, SWEEP_ID_METADATA, createServer } from './server.ts';
 
 // The real server on loopback over a temporary folder store and the in-process bus, called
 // through the generated client. The net is a real baseB trained for one epoch on a tiny MNIST split.
@@ -55,7 +48,6 @@ let store: LocalFolderStore;
 let bus: Bus;
 let server: GrpcServer;
 let client: EvaluatorServiceClient;
-let consumer: Subscription;
 const published: BusMessage[] = [];
 
 beforeAll(async () => {
@@ -77,13 +69,11 @@ beforeAll(async () => {
     port: 0,
     log,
   });
-  consumer = await consumeEvaluations({ store, bus, log }, { retryDelayMs: 10 });
   client = new EvaluatorServiceClient(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
 });
 
 afterAll(async () => {
   client?.close();
-  await consumer?.unsubscribe();
   await server?.shutdown(1000);
   await bus?.close();
   await rm(dir, { recursive: true, force: true });
@@ -178,23 +168,6 @@ describe('EvaluatorService', () => {
     expect((await evaluateCall({ cellId: baseB.id, subset: Subset.SUBSET_VAL })).evaluation).toEqual(
       response.evaluation,
     );
-  });
-
-  it('evaluates jobs from the evaluations work queue and publishes their outcome', async () => {
-    const queue = await bus.workQueue(WORK_QUEUES.evaluations);
-    await queue.enqueue({ cellId: cell('baseB').id, sweepId: 'sweep-queued' });
-    await queue.enqueue({ cellId: cell('baseA').id, sweepId: 'sweep-queued' });
-    const seen: EvaluationFinished[] = [];
-    await bus.subscribe(evaluationFinishedFilter('sweep-queued'), (m) => void seen.push(m.json<EvaluationFinished>()), {
-      deliver: 'all',
-    });
-    const done = await until(() => seen.find((e) => e.cellId === cell('baseB').id));
-    expect(done.evaluation).toMatchObject({ subset: 'SUBSET_TEST' });
-    const failed = await until(() => seen.find((e) => e.cellId === cell('baseA').id));
-    expect(failed).toMatchObject({
-      code: 'FAILED_PRECONDITION',
-      error: expect.stringMatching(/has not finished training/),
-    });
   });
 
   it('refuses a cell that has not finished training with FAILED_PRECONDITION', async () => {

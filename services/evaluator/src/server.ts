@@ -1,8 +1,8 @@
 /**
  * EvaluatorService: scores a trained cell's net on a subset of its target half (the test set
- * by default), stores the scores beside the cell and publishes them. The same work is done
- * for jobs on the `evaluations` work queue, so that evaluations can be queued instead of
- * called. runner's evaluateCell does the test-set work and writes the cell's `result.json`.
+ * by default), stores the scores beside the cell, answers with them and, when the call names
+ * its sweep, publishes them. runner's evaluateCell does the test-set work and writes the
+ * cell's `result.json`.
  */
 import { createHash } from 'node:crypto';
 import { type Metadata, status } from '@grpc/grpc-js';
@@ -12,13 +12,8 @@ import type { Cell } from '@transferlab/experiment';
 import { evaluate, loadModel, selectBackend } from '@transferlab/nn';
 import {
   type Bus,
-  type BusMessage,
-  type ConsumeOptions,
-  PoisonMessageError,
   type Logger,
   type ObjectStore,
-  type Subscription,
-  WORK_QUEUES,
   evaluationFinishedSubject,
   grpcError,
   token,
@@ -37,7 +32,7 @@ import {
   putJson,
   readResult,
 } from '@transferlab/runner';
-import { type SubsetName, evaluationToProto, subsetFromProto, subsetToProto } from './evaluation.ts';
+import { type SubsetName, evaluationToProto, subsetFromProto } from './evaluation.ts';
 
 export const SERVICE_NAME = 'transferlab.v1.EvaluatorService';
 export const DEFAULT_PORT = 50063;
@@ -54,27 +49,15 @@ export interface EvaluatorDeps {
   log: Logger;
 }
 
-/** A job on the `evaluations` work queue (JSON). */
-export interface EvaluationJob {
-  cellId: string;
-  /** The sweep that asked: the evaluation is published on its subject. */
-  sweepId?: string;
-  /** Default `test`. */
-  subset?: SubsetName;
-}
-
 /** The JSON published on `transferlab.evaluation.finished.<sweepId>.<cellId>`. */
 export interface EvaluationFinished {
   cellId: string;
   sweepId: string;
   subset: SubsetName;
-  /** The Evaluation message in its proto3 JSON form; absent when a queued evaluation failed. */
-  evaluation?: unknown;
+  /** The Evaluation message in its proto3 JSON form. */
+  evaluation: unknown;
   /** The cell's stored result (`cells/<id>/result.json`), for the test subset. */
   result?: StoredResult;
-  /** Why a queued evaluation failed, and its gRPC status name (e.g. FAILED_PRECONDITION). */
-  error?: string;
-  code?: string;
 }
 
 /** Where scores on the validation or training subset are kept (the test set's are result.json). */
@@ -96,82 +79,8 @@ export function createServer(deps: EvaluatorDeps): EvaluatorServiceServer {
   };
 }
 
-/**
- * Consumes the `evaluations` work queue: each job is evaluated as Evaluate would, and its
- * scores (or, for a job that can never succeed, its error) published. A job that failed for
- * another reason (the store unreachable, ...) is handed back for a retry.
- */
-export async function consumeEvaluations(
-  deps: EvaluatorDeps & { bus: Bus },
-  options: ConsumeOptions = {},
-): Promise<Subscription> {
-  const { bus, log } = deps;
-  const queue = await bus.workQueue(WORK_QUEUES.evaluations);
-  return queue.consume(async (message) => {
-    const job = evaluationJobOf(message);
-    const sweepId = typeof job.sweepId === 'string' && job.sweepId !== '' ? job.sweepId : undefined;
-    try {
-      const subset = job.subset ?? 'test';
-      if (!['train', 'val', 'test'].includes(subset)) {
-        throw grpcError(status.INVALID_ARGUMENT, `subset: '${String(subset)}' is not one of train, val, test`);
-      }
-      if (sweepId !== undefined) checkSweepId(sweepId, 'sweepId');
-      const request: EvaluateRequest = {
-        cellId: typeof job.cellId === 'string' ? job.cellId : '',
-        checkpoint: undefined,
-        splitId: '',
-        half: Half.HALF_UNSPECIFIED,
-        subset: subsetToProto(subset),
-      };
-      await evaluateRequest(deps, request, { sweepId, mustPublish: true });
-    } catch (error) {
-      const code = (error as { code?: number }).code;
-      if (code !== status.INVALID_ARGUMENT && code !== status.NOT_FOUND && code !== status.FAILED_PRECONDITION) {
-        throw error;
-      }
-      // Retrying cannot help: say so, and take the job off the queue.
-      const problem = (error as Error).message;
-      log.error({ cellId: job.cellId, sweepId, code: status[code], err: error }, 'evaluation job failed');
-      if (sweepId !== undefined && typeof job.cellId === 'string' && /^[-_=A-Za-z0-9]+$/.test(job.cellId)) {
-        const failed: EvaluationFinished = {
-          cellId: job.cellId,
-          sweepId,
-          subset: job.subset ?? 'test',
-          error: problem,
-          code: status[code],
-        };
-        await bus.publish(evaluationFinishedSubject(sweepId, job.cellId), failed);
-      }
-    }
-  }, options);
-}
-
-/**
- * The job a queue message holds, or a PoisonMessageError (the bus sets the message aside at once)
- * naming the field that is wrong but never its value.
- */
-function evaluationJobOf(message: BusMessage): Partial<EvaluationJob> {
-  const job = message.json<unknown>();
-  const where = `evaluation job ${message.seq} on ${message.subject}`;
-  if (typeof job !== 'object' || job === null || Array.isArray(job)) {
-    throw new PoisonMessageError(`${where}: not a JSON object`);
-  }
-  const { cellId, sweepId, subset } = job as Record<string, unknown>;
-  if (typeof cellId !== 'string' || !/^[-_=A-Za-z0-9]{1,256}$/.test(cellId)) {
-    throw new PoisonMessageError(`${where}: cellId must be a cell id`);
-  }
-  for (const [field, value] of [
-    ['sweepId', sweepId],
-    ['subset', subset],
-  ] as const) {
-    if (value !== undefined && typeof value !== 'string')
-      throw new PoisonMessageError(`${where}: ${field} must be a string`);
-  }
-  return { cellId, sweepId: sweepId as string | undefined, subset: subset as SubsetName | undefined };
-}
-
 // TensorFlow.js keeps its state per process (evaluateCell ends with disposeVariables), so the
-// process evaluates one net at a time, whether asked by RPC or by the queue.
+// process evaluates (and measures) one net at a time, however many calls come in.
 let tail: Promise<unknown> = Promise.resolve();
 function serially<T>(task: () => Promise<T>): Promise<T> {
   const run = tail.then(task);
@@ -186,7 +95,7 @@ function serially<T>(task: () => Promise<T>): Promise<T> {
 export async function evaluateRequest(
   deps: EvaluatorDeps,
   request: EvaluateRequest,
-  options: { sweepId?: string; mustPublish?: boolean } = {},
+  options: { sweepId?: string } = {},
 ): Promise<{ evaluation: Evaluation; result?: StoredResult }> {
   const { store, log } = deps;
   const subset = subsetFromProto(request.subset);
@@ -240,7 +149,6 @@ export async function evaluateRequest(
       });
     } catch (error) {
       // The scores are stored; a caller of the RPC has them in the response.
-      if (options.mustPublish) throw error;
       log.warn({ cellId: cell.id, sweepId: options.sweepId, err: error }, 'publishing the evaluation failed');
     }
   }

@@ -376,7 +376,7 @@ function baseWarnings(cells: readonly Cell[], results: Map<string, CellResult>):
       warnings.push(
         `${cell.name} was still improving at its last epoch (${result.epochs}/${cell.training.maxEpochs}): validation ` +
           `top-1 rose by ${(trend.slope * 100).toFixed(2)} points per epoch over its last ${trend.window} epochs ` +
-          `(95% CI ±${((trend.ci95 ?? 0) * 100).toFixed(2)}); raise the epoch budget${copiedBy(cell)}`,
+          `(one-sided 95% lower bound ${((trend.lower ?? 0) * 100).toFixed(2)}, above 0); raise the epoch budget${copiedBy(cell)}`,
       );
     }
   }

@@ -53,8 +53,9 @@ describe('recentTrend', () => {
     expect(hand.slope).toBeCloseTo(0.8, 12);
     expect(hand.ci95).toBeCloseTo(tQuantile(0.95, 3) * Math.sqrt(0.12), 9);
     // 0.8 - t(0.9, 3) * 0.3464 = 0.8 - 2.353 * 0.3464 = -0.015: not significant at one-sided 95%.
+    expect(hand.lower).toBeCloseTo(0.8 - tQuantile(0.9, 3) * Math.sqrt(0.12), 9);
     expect(hand.rising).toBe(false);
-    expect(recentTrend([0.5], 5)).toMatchObject({ window: 1, rising: false, ci95: null });
+    expect(recentTrend([0.5], 5)).toMatchObject({ window: 1, rising: false, ci95: null, lower: null });
   });
 
   it('scores every run over the same number of evaluations', () => {

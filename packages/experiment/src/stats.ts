@@ -76,6 +76,8 @@ export interface Trend {
   slope: number;
   /** half-width of its 95% CI; null below three points */
   ci95: number | null;
+  /** the lower end of its one-sided 95% interval (what `rising` tests); null below three points */
+  lower: number | null;
   /** how many of the last values were fitted */
   window: number;
   /** the slope is positive at one-sided 95% and adds at least `minRise` over the window */
@@ -93,7 +95,7 @@ export const MIN_RISE = 0.005;
 export function recentTrend(values: readonly number[], window = 5, minRise = MIN_RISE): Trend {
   const ys = values.slice(-window);
   const n = ys.length;
-  if (n < 2) return { slope: 0, ci95: null, window: n, rising: false };
+  if (n < 2) return { slope: 0, ci95: null, lower: null, window: n, rising: false };
   const xMean = (n - 1) / 2;
   const yMean = mean(ys);
   let sxx = 0;
@@ -103,7 +105,7 @@ export function recentTrend(values: readonly number[], window = 5, minRise = MIN
     sxy += (x - xMean) * (y - yMean);
   });
   const slope = sxy / sxx;
-  if (n < 3) return { slope, ci95: null, window: n, rising: false };
+  if (n < 3) return { slope, ci95: null, lower: null, window: n, rising: false };
   let sse = 0;
   ys.forEach((y, x) => {
     sse += (y - (yMean + slope * (x - xMean))) ** 2;
@@ -112,5 +114,5 @@ export function recentTrend(values: readonly number[], window = 5, minRise = MIN
   const ci95 = tQuantile(0.95, n - 2) * se;
   // One-sided 95%: the lower end of a two-sided 90% interval.
   const lower = slope - tQuantile(0.9, n - 2) * se;
-  return { slope, ci95, window: n, rising: lower > 0 && slope * (n - 1) >= minRise };
+  return { slope, ci95, lower, window: n, rising: lower > 0 && slope * (n - 1) >= minRise };
 }

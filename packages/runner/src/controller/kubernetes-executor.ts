@@ -9,7 +9,6 @@ import {
   type V1ContainerStateTerminated,
   type V1Job,
   type V1Pod,
-  Watch,
 } from '@kubernetes/client-node';
 import type { Cell } from '@transferlab/experiment';
 import { currentTraceparent } from '@transferlab/platform';
@@ -192,10 +191,9 @@ export class KubernetesExecutor implements Executor {
     const kubeConfig = options.kubeConfig ?? defaultKubeConfig();
     this.batch = kubeConfig.makeApiClient(BatchV1Api);
     this.core = kubeConfig.makeApiClient(CoreV1Api);
-    const watch = new Watch(kubeConfig);
     const labelSelector = selectorString(trainerSelector(this.settings));
     const common = {
-      watch,
+      kubeConfig,
       labelSelector,
       log: options.log,
       reconnectDelayMs: options.watch?.reconnectDelayMs,
@@ -450,7 +448,7 @@ export class KubernetesExecutor implements Executor {
   /** After a (re-)list of Jobs: a run whose Job the list lacks, though it existed before the list began, lost it. */
   private onResync(listStartedAt: number): void {
     for (const run of this.runs.values()) {
-      if (!this.jobs.objects.has(run.jobName) && run.confirmedAt < listStartedAt) run.seen = true;
+      if (this.jobs.get(run.jobName) === undefined && run.confirmedAt < listStartedAt) run.seen = true;
     }
     this.evaluateAll();
   }
@@ -462,7 +460,7 @@ export class KubernetesExecutor implements Executor {
   /** Decides what the latest Job and Pod objects mean for a run. */
   private evaluate(run: Run): void {
     if (run.ending || this.closed) return;
-    const cached = this.jobs.objects.get(run.jobName);
+    const cached = this.jobs.get(run.jobName);
     if (cached) {
       run.job = cached;
       run.seen = true;
@@ -627,7 +625,7 @@ export class KubernetesExecutor implements Executor {
   }
 
   private podsOf(jobName: string): V1Pod[] {
-    return [...this.pods.objects.values()].filter((pod) => podJobName(pod) === jobName);
+    return this.pods.list().filter((pod) => podJobName(pod) === jobName);
   }
 
   /** Why a Failed Job failed: from its condition and, freshly listed, its pod. */

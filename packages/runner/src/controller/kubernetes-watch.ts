@@ -1,32 +1,40 @@
-// One list-then-watch of a kind of object in a namespace, kept up to date across the API
-// server's quirks: a watch that ends is resumed from the last resourceVersion seen, a
-// "410 Gone" (that version is no longer in the server's history) makes it list again, and a
-// dropped connection is retried with a growing delay.
-import type { Watch } from '@kubernetes/client-node';
+// One list-then-watch of a kind of object in a namespace: client-node's informer (ListWatch),
+// which lists, watches from the last resourceVersion, and lists again after a "410 Gone". What
+// the informer leaves to its user is added here (decision 0011): it stops at any other error,
+// so it is restarted with a growing delay; each watch request asks for bookmarks and a server
+// timeout, and one that outlives that timeout by far sits on a dead connection and is aborted;
+// the executor hears, after every list, that the cache is whole (onResync).
+import {
+  ADD,
+  DELETE,
+  ERROR,
+  type KubeConfig,
+  type KubernetesListObject,
+  type KubernetesObject,
+  ListWatch,
+  UPDATE,
+  Watch,
+} from '@kubernetes/client-node';
 
 export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 
-interface KubeObject {
-  metadata?: { name?: string; resourceVersion?: string };
-}
-
-export interface ResourceWatchOptions<T extends KubeObject> {
+export interface ResourceWatchOptions<T extends KubernetesObject> {
   /** For logs: 'Job', 'Pod'. */
   kind: string;
   /** The collection's URL path, e.g. `/apis/batch/v1/namespaces/NS/jobs`. */
   path: string;
   labelSelector: string;
-  watch: Watch;
+  kubeConfig: KubeConfig;
   /** The list call for the same collection and selector (the typed client's). */
-  list: () => Promise<{ items: T[]; metadata?: { resourceVersion?: string } }>;
+  list: () => Promise<KubernetesListObject<T>>;
   /** Every change, including the differences a re-list finds (DELETED for what vanished meanwhile). */
   onChange: (type: WatchEventType, object: T) => void;
   /** After every list (the first one and each re-list), once its changes were dispatched. */
   onResync?: (listStartedAt: number) => void;
   log?: (message: string, fields?: Record<string, unknown>) => void;
-  /** Delay before reconnecting after a failure: doubles from `initialMs` up to `maxMs`. Default 250 ms .. 30 s. */
+  /** Delay before restarting after a failure: doubles from `initialMs` up to `maxMs`. Default 250 ms .. 30 s. */
   reconnectDelayMs?: { initialMs: number; maxMs: number };
-  /** The server ends each watch request after this long; the watch then resumes. Default 300 s. */
+  /** The server ends each watch request after this long; the informer then resumes. Default 300 s. */
   timeoutSeconds?: number;
 }
 
@@ -36,42 +44,128 @@ export interface WatchStats {
   watches: number;
   /** 410 Gone answers (as an ERROR event or an HTTP status). */
   gone: number;
-  /** Watch requests that ended with an error (dropped connections, refused requests). */
+  /** Lists or watch requests that ended with an error (dropped connections, refused requests). */
   failures: number;
 }
 
-/** A watch request that lasted this long was healthy: the next reconnect needs no back-off. */
+/** A watch request that lasted this long was healthy: the next restart needs no back-off. */
 const HEALTHY_MS = 5_000;
 
 /**
- * The objects of one collection, kept current by list + watch. `start()` resolves after the
- * first list; from then on `objects` mirrors the server and `onChange` reports every change.
+ * The informer's watch requests, each with bookmarks, a server-side timeout and a watchdog,
+ * counted. A 410 that arrives as an ERROR event ends the request at once, reported to the
+ * informer as the 410 it is, so that it lists again instead of stopping.
  */
-export class ResourceWatch<T extends KubeObject> {
-  readonly objects = new Map<string, T>();
+class CountedWatch extends Watch {
+  constructor(
+    config: KubeConfig,
+    private readonly owner: { stats: WatchStats; timeoutSeconds: number; healthy: () => void },
+  ) {
+    super(config);
+  }
+
+  override async watch(
+    path: string,
+    queryParams: Record<string, string | number | boolean | undefined>,
+    callback: (phase: string, apiObj: unknown, watchObj?: unknown) => void,
+    done: (err: unknown) => void,
+  ): Promise<AbortController> {
+    const { stats, timeoutSeconds } = this.owner;
+    stats.watches += 1;
+    const since = Date.now();
+    let gone = false;
+    let sawEvents = false;
+    let ended = false;
+    // Set once the request is open; events can only come after that.
+    const current: { request?: AbortController } = {};
+    let watchdog: NodeJS.Timeout | undefined;
+    const finish = (err: unknown): void => {
+      ended = true;
+      clearTimeout(watchdog);
+      const status = err as { statusCode?: number; code?: number } | null;
+      if (gone || status?.statusCode === 410 || status?.code === 410) {
+        stats.gone += 1;
+        done({ statusCode: 410 });
+        return;
+      }
+      if (sawEvents || Date.now() - since >= HEALTHY_MS) this.owner.healthy();
+      done(err);
+    };
+    current.request = await super.watch(
+      path,
+      { ...queryParams, allowWatchBookmarks: true, timeoutSeconds },
+      (phase, object, raw) => {
+        if (phase === 'ERROR') {
+          if ((object as { code?: number } | undefined)?.code === 410) gone = true;
+          // The server ends the stream after an ERROR; do not wait for it.
+          current.request?.abort();
+        } else sawEvents = true;
+        callback(phase, object, raw);
+      },
+      finish,
+    );
+    // A request that outlives the server's timeout by far sits on a connection that died
+    // without a word (no FIN): abort it, and the informer's error restarts it.
+    if (!ended) {
+      watchdog = setTimeout(() => current.request?.abort(), (timeoutSeconds + 30) * 1000);
+      watchdog.unref();
+    }
+    return current.request;
+  }
+}
+
+/**
+ * The objects of one collection, kept current by client-node's informer. `start()` resolves
+ * after the first list; from then on `get` and `list` mirror the server and `onChange` reports
+ * every change.
+ */
+export class ResourceWatch<T extends KubernetesObject> {
   readonly stats: WatchStats = { lists: 0, watches: 0, gone: 0, failures: 0 };
-  private resourceVersion = '';
+  private readonly informer: ListWatch<T>;
   private stopped = false;
-  private generation = 0;
-  private request: AbortController | undefined;
+  private listed = false;
+  private lastError: unknown;
   private timer: NodeJS.Timeout | undefined;
-  private watchdog: NodeJS.Timeout | undefined;
   private delayMs: number;
   private started: Promise<void> | undefined;
 
   constructor(private readonly options: ResourceWatchOptions<T>) {
     this.delayMs = this.initialDelay;
+    const watch = new CountedWatch(options.kubeConfig, {
+      stats: this.stats,
+      timeoutSeconds: options.timeoutSeconds ?? 300,
+      healthy: () => (this.delayMs = this.initialDelay),
+    });
+    const list = async (): Promise<KubernetesListObject<T>> => {
+      const startedAt = Date.now();
+      const result = await options.list();
+      this.stats.lists += 1;
+      this.listed = true;
+      // The informer applies the list right after this resolves, in the same turn: the cache
+      // is whole by the time an immediate runs.
+      setImmediate(() => {
+        if (!this.stopped) this.options.onResync?.(startedAt);
+      });
+      return result;
+    };
+    this.informer = new ListWatch<T>(options.path, watch, list, false, options.labelSelector);
+    this.informer.on(ADD, (object) => this.dispatch('ADDED', object));
+    this.informer.on(UPDATE, (object) => this.dispatch('MODIFIED', object));
+    this.informer.on(DELETE, (object) => this.dispatch('DELETED', object));
+    this.informer.on(ERROR, (error) => this.onError(error));
   }
 
   private get initialDelay(): number {
     return this.options.reconnectDelayMs?.initialMs ?? 250;
   }
 
-  /** Lists, then watches; resolves once the first list is in `objects` (rejects when it fails). */
+  /** Lists, then watches; resolves once the first list is in the cache (rejects when it fails). */
   start(): Promise<void> {
     this.started ??= (async () => {
-      await this.relist();
-      void this.connect();
+      this.stopped = false;
+      this.lastError = undefined;
+      await this.informer.start();
+      if (!this.listed) throw this.lastError ?? new Error(`${this.options.kind} list failed`);
     })().catch((error: unknown) => {
       this.started = undefined; // the next start() tries again
       throw error;
@@ -82,121 +176,40 @@ export class ResourceWatch<T extends KubeObject> {
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);
-    clearTimeout(this.watchdog);
-    this.request?.abort();
-    this.request = undefined;
+    void this.informer.stop();
   }
 
-  private async relist(): Promise<void> {
-    const startedAt = Date.now();
-    const list = await this.options.list();
-    this.stats.lists += 1;
-    this.resourceVersion = list.metadata?.resourceVersion ?? '';
-    const fresh = new Map<string, T>();
-    for (const item of list.items) if (item.metadata?.name) fresh.set(item.metadata.name, item);
-    const vanished = [...this.objects.entries()].filter(([name]) => !fresh.has(name));
-    const present = new Set(this.objects.keys());
-    this.objects.clear();
-    for (const [name, item] of fresh) this.objects.set(name, item);
-    for (const [, item] of vanished) this.dispatch('DELETED', item);
-    for (const [name, item] of fresh) this.dispatch(present.has(name) ? 'MODIFIED' : 'ADDED', item);
-    this.options.onResync?.(startedAt);
+  get(name: string): T | undefined {
+    return this.informer.get(name, this.namespaceOf());
   }
 
-  /** Watches from the last resourceVersion (after a list when there is none). */
-  private async connect(): Promise<void> {
+  list(): readonly T[] {
+    return this.informer.list();
+  }
+
+  /** The namespace of the collection's path (`/…/namespaces/NS/…`), where the informer files objects. */
+  private namespaceOf(): string | undefined {
+    return /\/namespaces\/([^/]+)\//.exec(this.options.path)?.[1];
+  }
+
+  /** The informer stopped: a list or watch failed, or its request was aborted. Restart it later. */
+  private onError(error: unknown): void {
     if (this.stopped) return;
-    const generation = ++this.generation;
-    const since = Date.now();
-    const timeoutSeconds = this.options.timeoutSeconds ?? 300;
-    let sawEvents = false;
-    try {
-      if (!this.resourceVersion) await this.relist();
-      if (this.stopped) return;
-      this.stats.watches += 1;
-      const request = await this.options.watch.watch(
-        this.options.path,
-        {
-          labelSelector: this.options.labelSelector,
-          resourceVersion: this.resourceVersion,
-          allowWatchBookmarks: true,
-          timeoutSeconds,
-        },
-        (type: string, object: T | Status) => {
-          if (generation !== this.generation) return;
-          if (type !== 'ERROR') sawEvents = true;
-          this.onEvent(type, object);
-        },
-        (error: unknown) => {
-          if (generation !== this.generation) return;
-          this.onDone(error, Date.now() - since, sawEvents);
-        },
-      );
-      if (generation === this.generation && !this.stopped) {
-        this.request = request;
-        // The server ends each request after timeoutSeconds; one that outlives that by far sits
-        // on a connection that died without a word (no FIN): abort it and reconnect.
-        clearTimeout(this.watchdog);
-        this.watchdog = setTimeout(
-          () => {
-            if (generation === this.generation) request.abort();
-          },
-          (timeoutSeconds + 30) * 1000,
-        );
-      } else request.abort();
-    } catch (error) {
-      // The list failed, or the request could not be made at all.
-      if (generation === this.generation) this.onDone(error, Date.now() - since, false);
-    }
-  }
-
-  private onEvent(type: string, object: T | Status): void {
-    if (type === 'ERROR') {
-      const status = object as Status;
-      if (status.code === 410) {
-        // Our resourceVersion is older than the server's history: list again.
-        this.stats.gone += 1;
-        this.resourceVersion = '';
-      } else {
-        this.options.log?.(`${this.options.kind} watch error event`, { code: status.code, message: status.message });
-      }
-      // The server ends the stream after an ERROR; do not wait for it.
-      this.request?.abort();
-      return;
-    }
-    const item = object as T;
-    const version = item.metadata?.resourceVersion;
-    if (version) this.resourceVersion = version;
-    this.delayMs = this.initialDelay;
-    if (type === 'BOOKMARK') return;
-    const name = item.metadata?.name;
-    if (!name) return;
-    if (type === 'DELETED') this.objects.delete(name);
-    else if (type === 'ADDED' || type === 'MODIFIED') this.objects.set(name, item);
-    else return;
-    this.dispatch(type, item);
-  }
-
-  private onDone(error: unknown, lastedMs: number, sawEvents: boolean): void {
-    this.request = undefined;
-    clearTimeout(this.watchdog);
-    if (this.stopped) return;
-    const failure = error as { statusCode?: number; code?: number; name?: string; message?: string } | null;
-    if (failure?.statusCode === 410 || failure?.code === 410) {
-      this.stats.gone += 1;
-      this.resourceVersion = '';
-    } else if (failure && failure.name !== 'AbortError') {
-      this.stats.failures += 1;
-      this.options.log?.(`${this.options.kind} watch ended with an error; reconnecting`, {
-        error: failure.message ?? String(failure),
-        delayMs: this.delayMs,
-      });
-    }
-    if (sawEvents || lastedMs >= HEALTHY_MS) this.delayMs = this.initialDelay;
+    this.lastError = error;
+    // Before the first list, start() reports the failure and the caller tries again.
+    if (!this.listed) return;
+    this.stats.failures += 1;
+    const failure = error as { message?: string } | null;
+    this.options.log?.(`${this.options.kind} watch ended with an error; reconnecting`, {
+      error: failure?.message ?? String(failure),
+      delayMs: this.delayMs,
+    });
     const delay = this.delayMs;
     this.delayMs = Math.min(this.delayMs * 2, this.options.reconnectDelayMs?.maxMs ?? 30_000);
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.connect(), delay);
+    this.timer = setTimeout(() => {
+      if (!this.stopped) void this.informer.start();
+    }, delay);
   }
 
   private dispatch(type: WatchEventType, object: T): void {
@@ -206,9 +219,4 @@ export class ResourceWatch<T extends KubeObject> {
       this.options.log?.(`${this.options.kind} change handler failed`, { error: (error as Error).message });
     }
   }
-}
-
-interface Status {
-  code?: number;
-  message?: string;
 }

@@ -109,15 +109,27 @@ export function prefixCacheRule(cell: Pick<Cell, 'training' | 'mode' | 'n'>): { 
 }
 
 /**
- * Seconds per training image with the first `frozen` layers frozen: the pipeline, the forward
- * pass, and the full step's backward part scaled by the trainable layers' share of the FLOPs.
+ * A training step per image, in parts: the input pipeline, the forward pass, the backward part
+ * (the full step less those two), and the FLOP share of the first `frozen` layers.
  */
-export function trainSecondsPerImage(throughput: Throughput, frozen: number): number {
+function stepParts(
+  throughput: Throughput,
+  frozen: number,
+): { pipeline: number; forward: number; backward: number; frozenShare: number } {
   const full = perImage(throughput.trainImagesPerSecond);
   const pipeline = perImage(throughput.pipelineImagesPerSecond);
   const forward = perImage(throughput.forwardImagesPerSecond);
   const backward = Math.max(0, full - pipeline - forward);
   const frozenShare = throughput.layerFlopShare.slice(0, frozen).reduce((sum, share) => sum + share, 0);
+  return { pipeline, forward, backward, frozenShare };
+}
+
+/**
+ * Seconds per training image with the first `frozen` layers frozen: the pipeline, the forward
+ * pass, and the full step's backward part scaled by the trainable layers' share of the FLOPs.
+ */
+export function trainSecondsPerImage(throughput: Throughput, frozen: number): number {
+  const { pipeline, forward, backward, frozenShare } = stepParts(throughput, frozen);
   return pipeline + forward + backward * Math.max(0, 1 - frozenShare);
 }
 
@@ -143,12 +155,7 @@ export function cellCost(
   if ('views' in cache) {
     // From the cache: the prefix runs once per view of every image (and once per val image);
     // then each epoch runs only the layers above it, forward and backward, and so does validation.
-    const frozenShare = throughput.layerFlopShare.slice(0, frozen).reduce((sum, share) => sum + share, 0);
-    const forward = perImage(throughput.forwardImagesPerSecond);
-    const backward = Math.max(
-      0,
-      perImage(throughput.trainImagesPerSecond) - perImage(throughput.pipelineImagesPerSecond) - forward,
-    );
+    const { forward, backward, frozenShare } = stepParts(throughput, frozen);
     const build = (cache.views * sizes.train + sizes.val) * forward * frozenShare;
     trainSeconds = build + epochs * sizes.train * (forward + backward) * (1 - frozenShare);
     evalSeconds = (epochs * sizes.val * (1 - frozenShare) + sizes.test) * evalPerImage;

@@ -128,8 +128,11 @@ export class ResourceWatch<T extends KubernetesObject> {
   private timer: NodeJS.Timeout | undefined;
   private delayMs: number;
   private started: Promise<void> | undefined;
+  /** The namespace of the collection's path (`/…/namespaces/NS/…`), where the informer files objects. */
+  private readonly namespace: string | undefined;
 
   constructor(private readonly options: ResourceWatchOptions<T>) {
+    this.namespace = /\/namespaces\/([^/]+)\//.exec(options.path)?.[1];
     this.delayMs = this.initialDelay;
     const watch = new CountedWatch(options.kubeConfig, {
       stats: this.stats,
@@ -180,16 +183,11 @@ export class ResourceWatch<T extends KubernetesObject> {
   }
 
   get(name: string): T | undefined {
-    return this.informer.get(name, this.namespaceOf());
+    return this.informer.get(name, this.namespace);
   }
 
   list(): readonly T[] {
     return this.informer.list();
-  }
-
-  /** The namespace of the collection's path (`/…/namespaces/NS/…`), where the informer files objects. */
-  private namespaceOf(): string | undefined {
-    return /\/namespaces\/([^/]+)\//.exec(this.options.path)?.[1];
   }
 
   /** The informer stopped: a list or watch failed, or its request was aborted. Restart it later. */

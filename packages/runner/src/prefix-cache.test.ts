@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Cell, type SweepSpecInput, expandGrid, validateSpec } from '@transferlab/experiment';
+import { type Cell, type SweepSpecInput, expandGrid, prefixCacheRule, validateSpec } from '@transferlab/experiment';
 import { loadModel } from '@transferlab/nn';
 import { LocalFolderStore } from '@transferlab/platform';
 import * as tf from '@tensorflow/tfjs-core';
@@ -133,6 +133,20 @@ describe('frozen-prefix caching in trainCell', () => {
       tf.disposeVariables();
     }
   }, 60_000);
+
+  it('counts as many fixed views as the forecast assumes (experiment/cost.ts prefixCacheRule)', () => {
+    for (const augment of [
+      { crop: 4, mirror: true, views: 'fixed' as const },
+      { crop: 4, mirror: false, views: 'fixed' as const },
+      { crop: 0, mirror: true, views: 'fixed' as const },
+      false as const,
+    ]) {
+      const frozen = expandGrid(spec(augment, 50)).cells.find((cell) => cell.arm === 'BnB')!;
+      expect(prefixCacheRule(frozen), JSON.stringify(augment)).toEqual({
+        views: fixedViews(frozen.training.augment).length,
+      });
+    }
+  });
 
   it('draws views as the paper cropped them, per epoch from the order stream', () => {
     const views = fixedViews({ crop: 4, mirror: true });

@@ -137,9 +137,10 @@ export function terminalProgress(options: { cells: number; totalEpochs: number }
     },
     cellProgress(cellId, progress) {
       const bar = bars.get(cellId);
-      if (!bar || !tally.advance(cellId, unitsOf(progress))) return;
+      const units = unitsOf(progress);
+      if (!bar || !tally.advance(cellId, units)) return;
       bar.setTotal(progress.maxEpochs ?? bar.getTotal());
-      bar.update(unitsOf(progress), { detail: describeProgress(progress) });
+      bar.update(units, { detail: describeProgress(progress) });
       refreshTotal();
     },
     cellFinished(cellId, outcome) {

@@ -6,6 +6,7 @@ export * from './stats.ts';
 export * from './schedule.ts';
 export * from './aggregate.ts';
 export * from './findings.ts';
+export * from './protocol.ts';
 export * from './figures.ts';
 export * from './report.ts';
 export * from './measures.ts';

@@ -87,12 +87,15 @@ export interface Trend {
 /** A slope below this over the whole window is noise to a reader, whatever its p-value. */
 export const MIN_RISE = 0.005;
 
+/** How many final evaluations the still-improving test reads: a schedule's last rate phase should hold them. */
+export const TREND_WINDOW = 5;
+
 /**
  * Is a validation curve still rising at its end? A least-squares line through the last
  * `window` values, and a one-sided t test on its slope: the net "hit the budget" only
  * tells that training stopped, this tells whether it had finished learning.
  */
-export function recentTrend(values: readonly number[], window = 5, minRise = MIN_RISE): Trend {
+export function recentTrend(values: readonly number[], window = TREND_WINDOW, minRise = MIN_RISE): Trend {
   const ys = values.slice(-window);
   const n = ys.length;
   if (n < 2) return { slope: 0, ci95: null, lower: null, window: n, rising: false };

@@ -9,6 +9,7 @@ import {
   expandGrid,
   findingsText,
   renderFigures,
+  splitComparisonProblems,
   summarizeMeasures,
   verdicts,
 } from '@transferlab/experiment';
@@ -66,6 +67,15 @@ async function svgToPng(svg: string): Promise<Buffer> {
  * come from here. Only the files asked for are produced (the PNGs are the slow part).
  */
 export async function renderReport(inputs: ReportInputs, wanted: ReadonlySet<ReportFileName>): Promise<RenderedReport> {
+  if (inputs.randomSplit) {
+    const problems = splitComparisonProblems(inputs.spec, inputs.randomSplit.spec);
+    if (problems.length > 0) {
+      throw new Error(
+        `sweep '${inputs.spec.name}' cannot be set against '${inputs.randomSplit.spec.name}' as its random split ` +
+          `(they must differ only in the split's classes):\n  ${problems.join('\n  ')}`,
+      );
+    }
+  }
   const plan = expandGrid(inputs.spec);
   const agg = aggregate(plan, inputs.results);
   const figures = await renderFigures(agg, summarizeMeasures(plan, inputs.results));

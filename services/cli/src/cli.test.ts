@@ -1,6 +1,6 @@
 // The `transferlab` command as a user runs it: a child process, its exit code, its files.
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -68,6 +68,16 @@ describe('transferlab CLI', () => {
     const redraw = await transferlab(['report', 'report'], dir);
     expect(redraw.code).toBe(0);
     expect(redraw.stdout).toContain(join(dir, 'report', 'index.html'));
+
+    // A dissimilar-split finding needs two sweeps that differ only in their halves' classes.
+    const inputs = JSON.parse(await readFile(join(dir, 'report', 'inputs.json'), 'utf8'));
+    inputs.spec.training.maxEpochs = 2;
+    await mkdir(join(dir, 'longer'));
+    await writeFile(join(dir, 'longer', 'inputs.json'), JSON.stringify(inputs));
+    const mismatched = await transferlab(['report', 'report', '--random-split', 'longer'], dir);
+    expect(mismatched.code).not.toBe(0);
+    expect(mismatched.stderr).toContain("split.kind: this sweep's is 'random', not a dissimilar ('groups') split");
+    expect(mismatched.stderr).toContain('training.maxEpochs: 1 here, 2 in the random-split sweep');
   });
 
   it('names the field and line of a bad spec and exits non-zero without creating a store', async () => {

@@ -25,10 +25,8 @@ export function splitComparisonProblems(dissimilar: SweepSpec, random: SweepSpec
     base: [dissimilar.base, random.base],
   } as const;
   for (const [field, [here, there]] of Object.entries(same)) {
-    for (const path of differingPaths(here, there, field)) {
-      problems.push(
-        `${path}: ${show(at(here, path, field))} here, ${show(at(there, path, field))} in the random-split sweep`,
-      );
+    for (const leaf of differingLeaves(here, there, field)) {
+      problems.push(`${leaf.path}: ${show(leaf.here)} here, ${show(leaf.there)} in the random-split sweep`);
     }
   }
   const missing = dissimilar.layers.filter((n) => !random.layers.includes(n));
@@ -36,20 +34,18 @@ export function splitComparisonProblems(dissimilar: SweepSpec, random: SweepSpec
   return problems;
 }
 
-function differingPaths(a: unknown, b: unknown, path: string): string[] {
-  if (isRecord(a) && isRecord(b)) {
-    const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])].sort();
-    return keys.flatMap((key) => differingPaths(a[key], b[key], `${path}.${key}`));
-  }
-  return canonicalJson(a ?? null) === canonicalJson(b ?? null) ? [] : [path];
+interface Leaf {
+  path: string;
+  here: unknown;
+  there: unknown;
 }
 
-function at(root: unknown, path: string, rootPath: string): unknown {
-  let value = root;
-  for (const key of path.slice(rootPath.length).split('.').filter(Boolean)) {
-    value = isRecord(value) ? value[key] : undefined;
+function differingLeaves(here: unknown, there: unknown, path: string): Leaf[] {
+  if (isRecord(here) && isRecord(there)) {
+    const keys = [...new Set([...Object.keys(here), ...Object.keys(there)])].sort();
+    return keys.flatMap((key) => differingLeaves(here[key], there[key], `${path}.${key}`));
   }
-  return value;
+  return canonicalJson(here ?? null) === canonicalJson(there ?? null) ? [] : [{ path, here, there }];
 }
 
 function show(value: unknown): string {

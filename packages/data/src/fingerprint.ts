@@ -10,7 +10,9 @@ const MAX_FILES = 2_000_000;
 /**
  * A digest of what a dataset's files are now: every file's path (relative to the source's
  * path), size and modification time, so an edited, added or removed file changes it, without
- * reading any content. Undefined for the built-in MNIST, which is part of the installed code.
+ * reading any content. Where the dataset lives is not part of it: the same files moved with their
+ * times (a new clone, a copied data folder) are the same dataset. Undefined for the built-in
+ * MNIST, which is part of the installed code.
  */
 export async function datasetFingerprint(source: DatasetSource): Promise<string | undefined> {
   const paths =
@@ -49,13 +51,15 @@ export async function datasetFingerprint(source: DatasetSource): Promise<string 
       return;
     }
     if (++files > MAX_FILES) throw new DataError(root, `holds more than ${MAX_FILES} files`);
-    hash.update(`${relative(root, path)}\0${info.size}\0${Math.trunc(info.mtimeMs)}\n`);
+    // Whole seconds: copies that keep times (cp -a, tar, rsync -t, Node's fs.cp) keep them to the
+    // second at least, and some round the fraction.
+    hash.update(`${relative(root, path)}\0${info.size}\0${Math.round(info.mtimeMs / 1000)}\n`);
   };
-  for (const path of paths) {
+  for (const [index, path] of paths.entries()) {
     // A dataset whose files are gone may still be served from its decoded cache (`data fetch`):
     // there is nothing to compare then, and a reader that needs the files says they are missing.
     if ((await lstat(path).catch(() => undefined)) === undefined) return undefined;
-    hash.update(`${path}\n`);
+    hash.update(`${index}\n`);
     await visit(path, path);
   }
   return hash.digest('hex').slice(0, 32);

@@ -1,11 +1,19 @@
-import { mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { expandGrid, validateSpec } from '@transferlab/experiment';
+import { datasetFingerprint, fetchDataset } from '@transferlab/data';
 import { LocalFolderStore } from '@transferlab/platform';
-import { ensureSplits } from './prepare-split.ts';
+import { putJson } from './cell-store.ts';
+import { checkSplitData, ensureSplits, fingerprintKey } from './prepare-split.ts';
+
+// shared/ sits beside the project's root, both here and in CI (../shared/data/ from the root).
+const CIFAR10_JPG =
+  process.env.TRANSFERLAB_CIFAR10_JPG ??
+  fileURLToPath(new URL('../../../../shared/data/cifar10-jpg.tar.gz', import.meta.url));
 
 async function imageFolder(root: string): Promise<void> {
   for (const [index, name] of ['ant', 'bee', 'cat', 'dog'].entries()) {
@@ -97,6 +105,52 @@ describe('ensureSplits', () => {
       },
       (error: Error) => expect(error.message).toMatch(/unreadable or truncated image/),
     );
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it('serves a split again from a moved copy of its folder, times kept (a new clone of a project)', async () => {
+    const work = await mkdtemp(join(tmpdir(), 'tl-split-'));
+    await imageFolder(join(work, 'first', 'images'));
+    const store = new LocalFolderStore(join(work, 'store'));
+    const spec = validateSpec({
+      name: 'folder',
+      dataset: { kind: 'image-folder', path: 'images', imageSize: [8, 8] },
+      split: { kind: 'random', valPerClass: 1, testPerClass: 1 },
+      net: { kind: 'small', width: 0.25 },
+      layers: [1],
+      arms: ['baseA'],
+    });
+    const [task] = expandGrid(spec).splits;
+    const first = await ensureSplits(store, [task!], { specDir: join(work, 'first') });
+    await cp(join(work, 'first'), join(work, 'second'), { recursive: true, preserveTimestamps: true });
+    await rm(join(work, 'first'), { recursive: true });
+    const second = await ensureSplits(store, [task!], { specDir: join(work, 'second') });
+    expect(second.get(task!.id)).toEqual(first.get(task!.id));
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it('serves a catalog split from another data folder: its files are pinned by sha256, not by time', async () => {
+    const work = await mkdtemp(join(tmpdir(), 'tl-split-'));
+    const store = new LocalFolderStore(join(work, 'store'));
+    const spec = validateSpec({
+      name: 'catalog',
+      dataset: { kind: 'catalog', name: 'cifar10-jpg' },
+      net: { kind: 'small', width: 0.25 },
+      layers: [1],
+      arms: ['baseA'],
+    });
+    const [task] = expandGrid(spec).splits;
+    // Another clone imported the same tarball and made the split; its listing is recorded.
+    const before = await fetchDataset('cifar10-jpg', { dir: join(work, 'first'), from: CIFAR10_JPG });
+    await putJson(store, fingerprintKey(task!.id), { fingerprint: await datasetFingerprint(before) });
+    // This clone imports its own copy: another folder and another time.
+    const after = await fetchDataset('cifar10-jpg', { dir: join(work, 'second'), from: CIFAR10_JPG });
+    if (!('path' in after)) throw new Error('cifar10-jpg is a file source');
+    await utimes(after.path, new Date(), new Date(Date.now() + 60_000));
+    expect(await datasetFingerprint(after)).not.toBe(await datasetFingerprint(before));
+    await expect(
+      checkSplitData(store, task!, { specDir: work, dataDir: join(work, 'second') }),
+    ).resolves.toBeUndefined();
     await rm(work, { recursive: true, force: true });
   });
 });

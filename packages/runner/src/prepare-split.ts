@@ -193,7 +193,7 @@ export async function ensureSplits(
     const roots = options.dataRoots;
     const written = await datasetSource(task.dataset, options.specDir, options.dataDir);
     const source = roots === undefined ? written : await confineSource(written, roots);
-    const fingerprint = await datasetFingerprint(source);
+    const fingerprint = await splitFingerprint(task.dataset, source);
     if (await store.stat(manifestKey(task.id))) {
       await checkFingerprint(store, task, source, fingerprint);
       manifests.set(task.id, (await openSplit(store, task.id)).manifest);
@@ -224,6 +224,15 @@ export async function ensureSplits(
   return manifests;
 }
 
+/**
+ * What a split remembers of its dataset's files. None for a catalog dataset: its files are checked
+ * against the catalog's pinned sha256 when fetched, and each clone or data folder imports its own
+ * copy (new times, new path), which a listing would take for an edit and refuse a resumed sweep.
+ */
+async function splitFingerprint(dataset: SweepDataset, source: DatasetSource): Promise<string | undefined> {
+  return dataset.kind === 'catalog' ? undefined : datasetFingerprint(source);
+}
+
 /** What the dataset's files were when the split was made (datasetFingerprint). */
 export function fingerprintKey(splitId: string): string {
   return `splits/${splitId}/dataset-fingerprint.json`;
@@ -241,7 +250,7 @@ export async function checkSplitData(
 ): Promise<void> {
   const written = await datasetSource(task.dataset, options.specDir, options.dataDir);
   const source = options.dataRoots === undefined ? written : await confineSource(written, options.dataRoots);
-  await checkFingerprint(store, task, source, await datasetFingerprint(source));
+  await checkFingerprint(store, task, source, await splitFingerprint(task.dataset, source));
 }
 
 /**

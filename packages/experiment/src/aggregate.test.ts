@@ -130,7 +130,7 @@ describe('aggregate', () => {
     const results = syntheticResults(p, {
       score,
       history: (cell) =>
-        cell.name === 'baseA seed=1' ? rising : cell.name === 'baseB seed=2' ? flat.slice(0, 7) : flat,
+        cell.name === 'baseA seed=1' ? rising : cell.name === 'baseB seed=2' ? rising.slice(2, 9) : flat,
       epochs: (cell) => (cell.name === 'baseB seed=2' ? 7 : 10),
     });
     const { warnings } = aggregate(p, results);

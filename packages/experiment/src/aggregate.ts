@@ -2,7 +2,7 @@ import type { LayerMeasure } from './measures.ts';
 import { ALL_ARMS, baseArmOf, isBandArm, otherHalf } from './cells.ts';
 import type { Arm, Cell, CellKind, Half, SweepPlan, TransferMode } from './cells.ts';
 import { lastPhaseStart } from './schedule.ts';
-import { paperScoreOver, recentTrend, summarize } from './stats.ts';
+import { MIN_RISE, TREND_WINDOW, paperScoreOver, recentTrend, summarize } from './stats.ts';
 import type { Summary } from './stats.ts';
 
 /** Why a run ended: validation top-1 stopped improving, the epoch budget ran out, or a wall-clock limit hit. */
@@ -161,6 +161,9 @@ const NAMES_IN_WARNING = 8;
 
 /** A selffer arm beating its base by more than this (a fraction) points at a base net trained too short. */
 const SELFFER_EXCESS = 0.01;
+
+/** The chance that the slope test flags any base net of a sweep whose base nets have all plateaued. */
+const BASE_TREND_ALPHA = 0.05;
 
 export function aggregate(plan: SweepPlan, results: readonly CellResult[]): Aggregate {
   // Measure cells train nothing and have no score: the report's measures section shows them.
@@ -361,6 +364,11 @@ function baseWarnings(cells: readonly Cell[], results: Map<string, CellResult>):
     const count = cells.filter((other) => other.sourceCellId === cell.id).length;
     return count > 0 ? `; the ${count} cells that copy from it inherit a net short of its plateau` : '';
   };
+  // The slope test asks of every base net at once whether any is still rising: at 5% each, a
+  // sweep of 9 flat base nets would raise a false alarm about a third of the time
+  // (docs/experiment-protocol.md), so the 5% is shared among them (Bonferroni).
+  const family = cells.filter((cell) => cell.kind === 'base' && results.has(cell.id)).length;
+  const alpha = BASE_TREND_ALPHA / Math.max(1, family);
   for (const cell of cells) {
     const result = results.get(cell.id);
     if (cell.kind !== 'base' || !result) continue;
@@ -371,12 +379,13 @@ function baseWarnings(cells: readonly Cell[], results: Map<string, CellResult>):
           `epoch ${lastPhase + 1}${copiedBy(cell)}`,
       );
     }
-    const trend = recentTrend(result.valTop1History);
+    const trend = recentTrend(result.valTop1History, TREND_WINDOW, MIN_RISE, alpha);
     if (trend.rising) {
       warnings.push(
         `${cell.name} was still improving at its last epoch (${result.epochs}/${cell.training.maxEpochs}): validation ` +
           `top-1 rose by ${(trend.slope * 100).toFixed(2)} points per epoch over its last ${trend.window} epochs ` +
-          `(one-sided 95% lower bound ${((trend.lower ?? 0) * 100).toFixed(2)}, above 0); raise the epoch budget${copiedBy(cell)}`,
+          `(one-sided lower bound ${((trend.lower ?? 0) * 100).toFixed(2)}, above 0 at 95% over the sweep's ${family} ` +
+          `base nets); raise the epoch budget${copiedBy(cell)}`,
       );
     }
   }

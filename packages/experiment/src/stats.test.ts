@@ -56,6 +56,37 @@ describe('recentTrend', () => {
     expect(hand.lower).toBeCloseTo(0.8 - tQuantile(0.9, 3) * Math.sqrt(0.12), 9);
     expect(hand.rising).toBe(false);
     expect(recentTrend([0.5], 5)).toMatchObject({ window: 1, rising: false, ci95: null, lower: null });
+    // A smaller alpha widens the one-sided interval: the same rise passes at 5%, not at 5%/9.
+    const mild = [0.6, 0.603, 0.602, 0.606, 0.608];
+    expect(recentTrend(mild, 5, 0.005).rising).toBe(true);
+    expect(recentTrend(mild, 5, 0.005, 0.05 / 9).rising).toBe(false);
+    expect(recentTrend([1, 3, 2, 5, 4], 5, 0, 0.01).lower).toBeCloseTo(0.8 - tQuantile(0.98, 3) * Math.sqrt(0.12), 9);
+  });
+
+  it('raises a false alarm on a family of flat curves at about alpha when alpha is shared among them', () => {
+    // Nine plateaued base nets: a flat validation curve on 500 images (steps of 0.2 points) with
+    // independent noise of 0.5 points, 4,000 simulated sweeps from a fixed-seed generator.
+    let state = 12345;
+    const uniform = (): number => {
+      state = (state * 16807) % 2147483647;
+      return state / 2147483647;
+    };
+    const gauss = (): number => Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+    const flat = (): number[] => Array.from({ length: 10 }, () => Math.round((0.6 + 0.005 * gauss()) * 500) / 500);
+    const sweeps = 4000;
+    let perNet = 0;
+    let shared = 0;
+    for (let sweep = 0; sweep < sweeps; sweep++) {
+      const curves = Array.from({ length: 9 }, flat);
+      if (curves.some((curve) => recentTrend(curve).rising)) perNet++;
+      if (curves.some((curve) => recentTrend(curve, 5, 0.005, 0.05 / 9).rising)) shared++;
+    }
+    // At 5% each, about a third of such sweeps flag a base net; shared, at most about 5%.
+    expect(perNet / sweeps).toBeGreaterThan(0.2);
+    expect(shared / sweeps).toBeLessThan(0.06);
+    // A net still climbing half a point per epoch is flagged all the same.
+    const climbing = [0.6, 0.605, 0.61, 0.614, 0.62, 0.626, 0.63, 0.634, 0.64, 0.646];
+    expect(recentTrend(climbing, 5, 0.005, 0.05 / 9).rising).toBe(true);
   });
 
   it('scores every run over the same number of evaluations', () => {

@@ -76,11 +76,11 @@ export interface Trend {
   slope: number;
   /** half-width of its 95% CI; null below three points */
   ci95: number | null;
-  /** the lower end of its one-sided 95% interval (what `rising` tests); null below three points */
+  /** the lower end of its one-sided (1 − alpha) interval (what `rising` tests); null below three points */
   lower: number | null;
   /** how many of the last values were fitted */
   window: number;
-  /** the slope is positive at one-sided 95% and adds at least `minRise` over the window */
+  /** the slope is positive at one-sided (1 − alpha) and adds at least `minRise` over the window */
   rising: boolean;
 }
 
@@ -93,9 +93,11 @@ export const TREND_WINDOW = 5;
 /**
  * Is a validation curve still rising at its end? A least-squares line through the last
  * `window` values, and a one-sided t test on its slope: the net "hit the budget" only
- * tells that training stopped, this tells whether it had finished learning.
+ * tells that training stopped, this tells whether it had finished learning. `alpha` is the test's
+ * false-alarm rate for one flat curve; a caller testing many curves as one family divides it
+ * among them (see baseWarnings in aggregate.ts).
  */
-export function recentTrend(values: readonly number[], window = TREND_WINDOW, minRise = MIN_RISE): Trend {
+export function recentTrend(values: readonly number[], window = TREND_WINDOW, minRise = MIN_RISE, alpha = 0.05): Trend {
   const ys = values.slice(-window);
   const n = ys.length;
   if (n < 2) return { slope: 0, ci95: null, lower: null, window: n, rising: false };
@@ -115,7 +117,7 @@ export function recentTrend(values: readonly number[], window = TREND_WINDOW, mi
   });
   const se = Math.sqrt(sse / (n - 2) / sxx);
   const ci95 = tQuantile(0.95, n - 2) * se;
-  // One-sided 95%: the lower end of a two-sided 90% interval.
-  const lower = slope - tQuantile(0.9, n - 2) * se;
+  // One-sided (1 − alpha): the lower end of a two-sided (1 − 2 alpha) interval.
+  const lower = slope - tQuantile(1 - 2 * alpha, n - 2) * se;
   return { slope, ci95, lower, window: n, rising: lower > 0 && slope * (n - 1) >= minRise };
 }

@@ -35,6 +35,22 @@ if ! command -v openssl >/dev/null || ! command -v protoc >/dev/null || ! comman
   done
 fi
 
+echo "== shared data (CIFAR-10 and the subcharts, never committed)"
+# They sit in shared/ beside the project's root. A clone made elsewhere (git clone . /tmp/x) finds
+# them beside the checkout it was cloned from. An explicit TRANSFERLAB_CIFAR10_JPG or
+# TRANSFERLAB_SUBCHARTS_DIR wins; with neither, the tests that need them fail and say where they looked.
+shared=""
+for candidate in "$PWD/../shared" "$(git config --get remote.origin.url 2>/dev/null || true)/../shared"; do
+  if [ -f "$candidate/data/cifar10-jpg.tar.gz" ]; then shared=$(cd "$candidate" && pwd); break; fi
+done
+if [ -n "$shared" ]; then
+  export TRANSFERLAB_CIFAR10_JPG=${TRANSFERLAB_CIFAR10_JPG:-$shared/data/cifar10-jpg.tar.gz}
+  export TRANSFERLAB_SUBCHARTS_DIR=${TRANSFERLAB_SUBCHARTS_DIR:-$shared/charts}
+  echo "  $shared"
+else
+  echo "  not found beside this checkout or its origin: the real-data and chart tests will fail"
+fi
+
 echo "== tfjs-node (libtensorflow from the tensorflow-cpu wheel; cached after the first run)"
 bash scripts/tfjs-node-install.sh
 

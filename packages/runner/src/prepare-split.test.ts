@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { cp, mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -140,6 +141,11 @@ describe('ensureSplits', () => {
       arms: ['baseA'],
     });
     const [task] = expandGrid(spec).splits;
+    if (!existsSync(CIFAR10_JPG)) {
+      throw new Error(
+        `CIFAR-10 jpg tarball not found at ${CIFAR10_JPG}: it is expected in shared/data/ beside the project root, or at the path in TRANSFERLAB_CIFAR10_JPG`,
+      );
+    }
     // Another clone imported the same tarball and made the split; its listing is recorded.
     const before = await fetchDataset('cifar10-jpg', { dir: join(work, 'first'), from: CIFAR10_JPG });
     await putJson(store, fingerprintKey(task!.id), { fingerprint: await datasetFingerprint(before) });
